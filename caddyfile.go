@@ -1,0 +1,101 @@
+package caddysnake
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("python", parseCaddyfile)
+	// Like reverse_proxy, python is a terminal handler: ordering it just
+	// before reverse_proxy lets it stand directly in a site block or in
+	// handle/handle_path, after rewrites and header directives, as well as
+	// inside route {} where the order is the written one.
+	httpcaddyfile.RegisterDirectiveOrder("python", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	p := new(Python)
+	err := p.UnmarshalCaddyfile(h.Dispenser)
+	return p, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	python {
+//	    module_wsgi "pkg.mod:app"   # or module_asgi
+//	    lifespan    on|off
+//	    venv        ./venv
+//	    working_dir ./app
+//	    threads     8
+//	    max_wait    30s
+//	}
+func (p *Python) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.Errf("python: unexpected argument %q; use a block: python { module_wsgi \"main:app\" }", d.Val())
+	}
+	for d.NextBlock(0) {
+		name := d.Val()
+		if !d.NextArg() {
+			return d.Errf("python: %s needs a value", name)
+		}
+		val := d.Val()
+		if d.NextArg() {
+			return d.Errf("python: %s takes one value, got extra %q", name, d.Val())
+		}
+		if err := p.setOption(name, val); err != nil {
+			return d.Errf("%v", err)
+		}
+	}
+	if err := p.check(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
+// setOption applies one subdirective; errors name the subdirective.
+func (p *Python) setOption(name, val string) error {
+	switch name {
+	case "module_wsgi":
+		p.ModuleWSGI = val
+	case "module_asgi":
+		p.ModuleASGI = val
+	case "lifespan":
+		if val != "on" && val != "off" {
+			return caddyfileErr("lifespan must be on or off, not %q", val)
+		}
+		p.Lifespan = val
+	case "venv":
+		p.Venv = val
+	case "working_dir":
+		p.WorkingDir = val
+	case "threads":
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 1 {
+			return caddyfileErr("threads must be a positive integer, not %q", val)
+		}
+		p.Threads = n
+	case "max_wait":
+		dur, err := caddy.ParseDuration(val)
+		if err != nil || dur < 0 {
+			return caddyfileErr("max_wait must be a duration such as 30s, not %q", val)
+		}
+		p.MaxWait = caddy.Duration(dur)
+	default:
+		return caddyfileErr("unrecognized subdirective %q (known: module_wsgi, module_asgi, lifespan, venv, working_dir, threads, max_wait)", name)
+	}
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Python)(nil)
+
+func caddyfileErr(format string, args ...any) error {
+	return fmt.Errorf("python: "+format, args...)
+}

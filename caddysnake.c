@@ -1,0 +1,679 @@
+/*
+ * caddysnake.c — the C shim: it starts CPython once per process, owns every
+ * Python reference that Go holds (as opaque cs_obj), and performs every GIL
+ * transition. Python never calls Go with the GIL held: each Go callback is
+ * wrapped in Py_BEGIN/END_ALLOW_THREADS, so a slow client never blocks other
+ * Python threads.
+ *
+ * Layout of this file:
+ *   1. the built-in module `_caddysnake` (Request type, log(), exception)
+ *   2. interpreter start-up and loading of the embedded caddysnake_py package
+ *   3. app loading / releasing
+ *   4. worker thread states and the per-request entry point
+ */
+#define _GNU_SOURCE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "caddysnake.h"
+#include "_cgo_export.h" /* the cs_go_* callbacks exported by Go */
+
+/* Driver entry points, cached once by cs_bootstrap. Owned by this file for the
+ * life of the process (the interpreter is never finalised). */
+static PyObject *g_wsgi_handle = NULL; /* caddysnake_py.wsgi.handle */
+static PyObject *g_load_app = NULL;    /* caddysnake_py.loader.load_app */
+static PyObject *g_client_gone = NULL; /* _caddysnake.ClientDisconnected */
+
+/* ------------------------------------------------------------------------ */
+/* helpers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Format the pending Python exception as a traceback string and clear it.
+ * GIL: held in/out. owns: returns a malloc'd string the caller frees. */
+static char *format_exception(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return strdup("unknown error (no Python exception set)");
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    char *out = NULL;
+    PyObject *mod = PyImport_ImportModule("traceback");
+    PyObject *lines = NULL, *sep = NULL, *joined = NULL;
+    if (mod != NULL) {
+        lines = PyObject_CallMethod(mod, "format_exception", "OOO", type,
+                                    value ? value : Py_None, tb ? tb : Py_None);
+    }
+    if (lines != NULL && (sep = PyUnicode_FromString("")) != NULL) {
+        joined = PyUnicode_Join(sep, lines);
+    }
+    if (joined == NULL) {
+        PyErr_Clear();
+        joined = PyObject_Str(value ? value : type);
+    }
+    if (joined != NULL) {
+        const char *s = PyUnicode_AsUTF8(joined);
+        if (s != NULL) {
+            out = strdup(s);
+        }
+    }
+    PyErr_Clear();
+    Py_XDECREF(joined);
+    Py_XDECREF(sep);
+    Py_XDECREF(lines);
+    Py_XDECREF(mod);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return out ? out : strdup("unprintable Python exception");
+}
+
+/* Log the pending exception through Caddy's logger and clear it.
+ * GIL: held in/out. */
+static void log_exception(const char *context) {
+    char *tb = format_exception();
+    size_t n = strlen(context) + strlen(tb) + 2;
+    char *msg = malloc(n);
+    if (msg != NULL) {
+        snprintf(msg, n, "%s\n%s", context, tb);
+        Py_BEGIN_ALLOW_THREADS
+        cs_go_log(CS_LOG_ERROR, msg, strlen(msg));
+        Py_END_ALLOW_THREADS
+        free(msg);
+    }
+    free(tb);
+}
+
+/* Turn a cs_go_* error code into a Python exception. GIL: held in/out. */
+static PyObject *raise_code(long code) {
+    switch (code) {
+    case CS_ERR_CLIENT_GONE:
+        PyErr_SetString(g_client_gone, "client disconnected");
+        break;
+    case CS_ERR_BAD_HEADER:
+        PyErr_SetString(PyExc_ValueError,
+                        "invalid response header: a name must be a token and no "
+                        "name or value may contain CR, LF or NUL");
+        break;
+    case CS_ERR_BAD_STATUS:
+        PyErr_SetString(PyExc_ValueError, "invalid response status code");
+        break;
+    case CS_ERR_BAD_STATE:
+        PyErr_SetString(PyExc_RuntimeError,
+                        "response body sent before the response headers");
+        break;
+    default:
+        PyErr_SetString(PyExc_OSError, "I/O error while serving the request");
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1. the `_caddysnake` built-in module                                      */
+/* ------------------------------------------------------------------------ */
+
+/* One Request object per HTTP request: the Python driver's only handle on the
+ * Go side of that request. `h` is zeroed when the request ends, so a stale
+ * reference (an app keeping wsgi.input around) fails cleanly instead of
+ * touching another request. `busy` guards against two Python threads calling
+ * into Go for the same request at once (the GIL is released during calls). */
+typedef struct {
+    PyObject_HEAD
+    uintptr_t h;
+    int busy;
+} RequestObject;
+
+static PyTypeObject RequestType;
+
+/* GIL: held. Returns 0 and sets an exception if the request cannot be used. */
+static int request_enter(RequestObject *self) {
+    if (self->h == 0) {
+        PyErr_SetString(PyExc_ValueError, "I/O operation on a finished request");
+        return 0;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "concurrent I/O on the same request from two threads");
+        return 0;
+    }
+    self->busy = 1;
+    return 1;
+}
+
+/* Request.readinto(buffer) -> int: read up to len(buffer) body bytes straight
+ * into the caller's buffer (no intermediate copy); 0 means end of body.
+ * GIL: held in/out, released while Go reads from the client. */
+static PyObject *request_readinto(RequestObject *self, PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        return NULL;
+    }
+    if (!request_enter(self)) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    long n;
+    Py_BEGIN_ALLOW_THREADS
+    n = cs_go_read(self->h, (char *)view.buf, (size_t)view.len);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    PyBuffer_Release(&view);
+    if (n < 0) {
+        return raise_code(n);
+    }
+    return PyLong_FromLong(n);
+}
+
+/* Borrow the latin-1 bytes of a str header item. PEP 3333 requires header
+ * names and values to be latin-1 str: a 1-byte-kind str *is* its latin-1
+ * encoding, so no copy is needed. GIL: held. Returns 0 with an exception set. */
+static int header_item(PyObject *s, cs_str *out) {
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError,
+                     "response header names and values must be str, not %.100s",
+                     Py_TYPE(s)->tp_name);
+        return 0;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(s) < 0) {
+        return 0;
+    }
+#endif
+    if (PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND) {
+        PyErr_SetString(PyExc_ValueError,
+                        "response header contains characters outside latin-1");
+        return 0;
+    }
+    out->p = (const char *)PyUnicode_1BYTE_DATA(s);
+    out->n = (size_t)PyUnicode_GET_LENGTH(s);
+    return 1;
+}
+
+/* Request.send(status, headers, body, flush) -> None
+ *   status   int; 0 when the headers were already sent
+ *   headers  list of (name, value) str pairs, or None when status is 0
+ *   body     bytes-like (may be empty)
+ *   flush    push the bytes to the client now (streaming)
+ * One crossing sends the headers together with the first body chunk.
+ * GIL: held in/out, released while Go writes. */
+#define CS_STACK_HEADERS 32
+static PyObject *request_send(RequestObject *self, PyObject *const *args,
+                              Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "send(status, headers, body, flush)");
+        return NULL;
+    }
+    int status = PyLong_AsLong(args[0]);
+    if (status == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int flush = PyObject_IsTrue(args[3]);
+    if (flush < 0) {
+        return NULL;
+    }
+    /* Hold the header items in a tuple we own: the GIL is released while Go
+     * reads them, and the app could mutate its list from another thread. */
+    PyObject *items = NULL;
+    cs_str stack[CS_STACK_HEADERS * 2];
+    cs_str *hdrs = stack;
+    Py_ssize_t nh = 0;
+    if (status != 0) {
+        if (!PyList_Check(args[1])) {
+            PyErr_Format(PyExc_TypeError, "response headers must be a list, not %.100s",
+                         Py_TYPE(args[1])->tp_name);
+            return NULL;
+        }
+        items = PyList_AsTuple(args[1]);
+        if (items == NULL) {
+            return NULL;
+        }
+        nh = PyTuple_GET_SIZE(items);
+        if (nh > CS_STACK_HEADERS) {
+            hdrs = PyMem_Malloc(sizeof(cs_str) * 2 * (size_t)nh);
+            if (hdrs == NULL) {
+                Py_DECREF(items);
+                return PyErr_NoMemory();
+            }
+        }
+        for (Py_ssize_t i = 0; i < nh; i++) {
+            PyObject *pair = PyTuple_GET_ITEM(items, i);
+            if (!(PyTuple_Check(pair) || PyList_Check(pair)) || PySequence_Fast_GET_SIZE(pair) != 2) {
+                PyErr_SetString(PyExc_TypeError,
+                                "each response header must be a (name, value) tuple");
+                goto fail;
+            }
+            PyObject **kv = PySequence_Fast_ITEMS(pair);
+            if (!header_item(kv[0], &hdrs[2 * i]) || !header_item(kv[1], &hdrs[2 * i + 1])) {
+                goto fail;
+            }
+        }
+    }
+    Py_buffer body;
+    if (PyObject_GetBuffer(args[2], &body, PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Format(PyExc_TypeError, "response body must be bytes, not %.100s",
+                     Py_TYPE(args[2])->tp_name);
+        goto fail;
+    }
+    if (!request_enter(self)) {
+        PyBuffer_Release(&body);
+        goto fail;
+    }
+    long rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cs_go_send(self->h, status, hdrs, (size_t)nh, (char *)body.buf,
+                    (size_t)body.len, flush);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    PyBuffer_Release(&body);
+    if (hdrs != stack) {
+        PyMem_Free(hdrs);
+    }
+    Py_XDECREF(items);
+    if (rc != CS_OK) {
+        return raise_code(rc);
+    }
+    Py_RETURN_NONE;
+fail:
+    if (hdrs != stack) {
+        PyMem_Free(hdrs);
+    }
+    Py_XDECREF(items);
+    return NULL;
+}
+
+/* Request.sendfile(fd, offset, count) -> int: Go copies count bytes of the
+ * open file fd from offset to the client (sendfile(2) where the connection
+ * allows). fd stays owned by Python: Go duplicates it. count < 0 means to the
+ * end of the file. GIL: held in/out, released during the copy. */
+static PyObject *request_sendfile(RequestObject *self, PyObject *args) {
+    int fd;
+    long long offset, count;
+    if (!PyArg_ParseTuple(args, "iLL", &fd, &offset, &count)) {
+        return NULL;
+    }
+    if (!request_enter(self)) {
+        return NULL;
+    }
+    long long n;
+    Py_BEGIN_ALLOW_THREADS
+    n = cs_go_sendfile(self->h, fd, offset, count);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (n < 0) {
+        return raise_code((long)n);
+    }
+    return PyLong_FromLongLong(n);
+}
+
+/* Request.abort() -> None: the response has begun and cannot be completed;
+ * Go aborts the connection (HTTP/1) or resets the stream (HTTP/2) so the
+ * client sees truncation instead of a short "complete" response.
+ * GIL: held in/out (Go only sets a flag). */
+static PyObject *request_abort(RequestObject *self, PyObject *unused) {
+    if (self->h != 0) {
+        cs_go_abort(self->h);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef request_methods[] = {
+    {"readinto", (PyCFunction)request_readinto, METH_O, "Read body bytes into a buffer."},
+    {"send", (PyCFunction)(void (*)(void))request_send, METH_FASTCALL,
+     "send(status, headers, body, flush)"},
+    {"sendfile", (PyCFunction)request_sendfile, METH_VARARGS, "sendfile(fd, offset, count)"},
+    {"abort", (PyCFunction)request_abort, METH_NOARGS, "Abort the connection."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RequestType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_caddysnake.Request",
+    .tp_basicsize = sizeof(RequestObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The Go side of one HTTP request (created by the server only).",
+    .tp_methods = request_methods,
+};
+
+/* _caddysnake.log(level, message): write one record to Caddy's logger.
+ * GIL: held in/out, released while zap writes. */
+static PyObject *mod_log(PyObject *self, PyObject *args) {
+    int level;
+    const char *msg;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "is#", &level, &msg, &n)) {
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    cs_go_log(level, (char *)msg, (size_t)n);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"log", mod_log, METH_VARARGS, "log(level, message) to Caddy's logger"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef caddysnake_module = {
+    PyModuleDef_HEAD_INIT, "_caddysnake",
+    "Bridge between the caddysnake Python driver and Caddy (Go).", -1, module_methods,
+};
+
+/* PyModule_AddObjectRef (3.10+) for 3.9: adds a new reference. GIL: held. */
+static int add_object(PyObject *m, const char *name, PyObject *o) {
+    Py_INCREF(o);
+    if (PyModule_AddObject(m, name, o) < 0) {
+        Py_DECREF(o);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *PyInit__caddysnake(void) {
+    if (PyType_Ready(&RequestType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&caddysnake_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    g_client_gone = PyErr_NewExceptionWithDoc(
+        "_caddysnake.ClientDisconnected",
+        "The client went away before the response was complete.", PyExc_OSError, NULL);
+    if (g_client_gone == NULL ||
+        add_object(m, "ClientDisconnected", g_client_gone) < 0 ||
+        add_object(m, "Request", (PyObject *)&RequestType) < 0 ||
+        PyModule_AddIntConstant(m, "LOG_DEBUG", CS_LOG_DEBUG) < 0 ||
+        PyModule_AddIntConstant(m, "LOG_INFO", CS_LOG_INFO) < 0 ||
+        PyModule_AddIntConstant(m, "LOG_WARN", CS_LOG_WARN) < 0 ||
+        PyModule_AddIntConstant(m, "LOG_ERROR", CS_LOG_ERROR) < 0 ||
+        PyModule_AddStringConstant(m, "BUILD_VERSION", PY_VERSION) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. start-up                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Find the python executable that belongs to the libpython we are linked
+ * with, so that sys.executable is a real interpreter (multiprocessing and
+ * subprocess use it) and the standard library is found from its prefix.
+ * Tries <libdir>/../bin and <libdir>/../../bin (Debian's multiarch layout).
+ * Returns 1 and fills out on success. GIL: not needed (before init). */
+static int find_python_executable(char *out, size_t size) {
+    Dl_info info;
+    char lib[PATH_MAX];
+    if (dladdr((void *)&Py_InitializeFromConfig, &info) == 0 || info.dli_fname == NULL ||
+        realpath(info.dli_fname, lib) == NULL) {
+        return 0;
+    }
+    char *slash = strrchr(lib, '/');
+    for (int up = 0; up < 2 && slash != NULL; up++) {
+        *slash = '\0'; /* lib now names a directory one level higher */
+        snprintf(out, size, "%s/../bin/python%d.%d", lib, PY_MAJOR_VERSION, PY_MINOR_VERSION);
+        if (access(out, X_OK) == 0) {
+            char real[PATH_MAX];
+            if (realpath(out, real) != NULL && strlen(real) < size) {
+                strcpy(out, real);
+            }
+            return 1;
+        }
+        slash = strrchr(lib, '/');
+    }
+    return 0;
+}
+
+char *cs_init(void) {
+    if (PyImport_AppendInittab("_caddysnake", PyInit__caddysnake) < 0) {
+        return strdup("cannot register the _caddysnake built-in module");
+    }
+    PyConfig config;
+    PyConfig_InitPythonConfig(&config);
+    /* Go owns the process's signals (SIGINT/SIGTERM drive Caddy's shutdown). */
+    config.install_signal_handlers = 0;
+    config.parse_argv = 0;
+    char exe[PATH_MAX];
+    PyStatus status = PyStatus_Ok();
+    if (find_python_executable(exe, sizeof exe)) {
+        status = PyConfig_SetBytesString(&config, &config.program_name, exe);
+    }
+    if (!PyStatus_Exception(status)) {
+        status = Py_InitializeFromConfig(&config);
+    }
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(status)) {
+        char buf[1024];
+        snprintf(buf, sizeof buf,
+                 "cannot start the embedded Python %s: %s%s%s. caddysnake needs the "
+                 "Python it was built against installed at the same prefix (or "
+                 "PYTHONHOME pointing at it)",
+                 PY_VERSION, status.func ? status.func : "",
+                 status.func ? ": " : "", status.err_msg ? status.err_msg : "unknown error");
+        return strdup(buf);
+    }
+    /* The init thread keeps the main thread state; Go never reuses it. Give
+     * the GIL back so worker threads can run. */
+    PyEval_SaveThread();
+    return NULL;
+}
+
+const char *cs_runtime_version(void) {
+    static char v[32];
+    if (v[0] == '\0') {
+        const char *full = Py_GetVersion(); /* "3.11.7 (main, ...)" */
+        size_t i = 0;
+        while (full[i] && full[i] != ' ' && i < sizeof v - 1) {
+            v[i] = full[i];
+            i++;
+        }
+        v[i] = '\0';
+    }
+    return v;
+}
+
+const char *cs_build_version(void) { return PY_VERSION; }
+
+char *cs_exec_module(const char *name, const char *filename, const char *src,
+                     size_t src_len, int is_pkg) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    char *err = NULL;
+    PyObject *code = NULL, *source = NULL, *res = NULL;
+    PyObject *mod = PyImport_AddModule(name); /* borrowed, registered in sys.modules */
+    PyObject *dict = mod ? PyModule_GetDict(mod) : NULL;
+    if (dict == NULL) {
+        goto error;
+    }
+    source = PyUnicode_DecodeUTF8(src, (Py_ssize_t)src_len, "strict");
+    PyObject *file = PyUnicode_FromString(filename);
+    if (source == NULL || file == NULL ||
+        PyDict_SetItemString(dict, "__file__", file) < 0 ||
+        /* kept so caddysnake_py can register it with linecache (tracebacks) */
+        PyDict_SetItemString(dict, "__cs_source__", source) < 0 ||
+        PyDict_SetItemString(dict, "__builtins__", PyEval_GetBuiltins()) < 0) {
+        Py_XDECREF(file);
+        goto error;
+    }
+    Py_DECREF(file);
+    if (is_pkg) {
+        PyObject *path = PyList_New(0);
+        if (path == NULL || PyDict_SetItemString(dict, "__path__", path) < 0) {
+            Py_XDECREF(path);
+            goto error;
+        }
+        Py_DECREF(path);
+    }
+    code = Py_CompileStringExFlags(src, filename, Py_file_input, NULL, -1);
+    if (code == NULL || (res = PyEval_EvalCode(code, dict, dict)) == NULL) {
+        goto error;
+    }
+    /* Make `pkg.sub` reachable as an attribute of `pkg`, as import does. */
+    const char *dot = strrchr(name, '.');
+    if (dot != NULL) {
+        PyObject *parent_name = PyUnicode_FromStringAndSize(name, dot - name);
+        PyObject *parent = parent_name ? PyImport_GetModule(parent_name) : NULL;
+        int rc = parent ? PyObject_SetAttrString(parent, dot + 1, mod) : -1;
+        Py_XDECREF(parent);
+        Py_XDECREF(parent_name);
+        if (rc < 0) {
+            goto error;
+        }
+    }
+    goto done;
+error:
+    err = format_exception();
+done:
+    Py_XDECREF(res);
+    Py_XDECREF(code);
+    Py_XDECREF(source);
+    PyGILState_Release(g);
+    return err;
+}
+
+/* Fetch attribute `attr` of module `mod` as a new reference. GIL: held. */
+static PyObject *module_attr(const char *mod, const char *attr) {
+    PyObject *m = PyImport_ImportModule(mod);
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *a = PyObject_GetAttrString(m, attr);
+    Py_DECREF(m);
+    return a;
+}
+
+char *cs_bootstrap(void) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    char *err = NULL;
+    PyObject *boot = module_attr("caddysnake_py", "bootstrap");
+    PyObject *res = boot ? PyObject_CallNoArgs(boot) : NULL;
+    Py_XDECREF(boot);
+    if (res == NULL ||
+        (g_wsgi_handle = module_attr("caddysnake_py.wsgi", "handle")) == NULL ||
+        (g_load_app = module_attr("caddysnake_py.loader", "load_app")) == NULL) {
+        err = format_exception();
+    }
+    Py_XDECREF(res);
+    PyGILState_Release(g);
+    return err;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. apps                                                                   */
+/* ------------------------------------------------------------------------ */
+
+cs_obj cs_load_app(const char *spec, const char *working_dir, const char *venv,
+                   char **err) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *app = PyObject_CallFunction(g_load_app, "sss", spec, working_dir, venv);
+    if (app == NULL) {
+        *err = format_exception();
+    }
+    PyGILState_Release(g);
+    return app;
+}
+
+void cs_release(cs_obj obj) {
+    if (obj == NULL) {
+        return;
+    }
+    PyGILState_STATE g = PyGILState_Ensure();
+    Py_DECREF((PyObject *)obj);
+    PyGILState_Release(g);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. workers and requests                                                   */
+/* ------------------------------------------------------------------------ */
+
+cs_tstate cs_thread_attach(void) {
+    /* PyGILState_Ensure creates this OS thread's thread state (counter 1) so
+     * PyGILState_Check and threading.local work for code the app runs here. */
+    PyGILState_Ensure();
+    return PyEval_SaveThread();
+}
+
+void cs_thread_detach(cs_tstate ts) {
+    PyEval_RestoreThread((PyThreadState *)ts);
+    /* Counter drops to 0: the thread state is cleared (threading.local data
+     * such as DB connections is released) and deleted, and the GIL dropped. */
+    PyGILState_Release(PyGILState_UNLOCKED);
+}
+
+/* Decode one length-prefixed latin-1 field of the packed environ. GIL: held.
+ * Returns a new reference, or NULL at the end of (or on a corrupt) buffer. */
+static PyObject *next_field(const char **p, const char *end) {
+    uint32_t n;
+    if (end - *p < 4) {
+        return NULL;
+    }
+    memcpy(&n, *p, 4);
+    *p += 4;
+    if ((size_t)(end - *p) < n) {
+        return NULL;
+    }
+    PyObject *s = PyUnicode_DecodeLatin1(*p, (Py_ssize_t)n, NULL);
+    *p += n;
+    return s;
+}
+
+/* Build the CGI part of the environ from Go's packed pairs. GIL: held.
+ * owns: returns a new dict, or NULL with an exception set. */
+static PyObject *build_environ(const char *env, size_t len) {
+    PyObject *d = PyDict_New();
+    if (d == NULL) {
+        return NULL;
+    }
+    const char *p = env, *end = env + len;
+    while (p < end) {
+        PyObject *k = next_field(&p, end);
+        PyObject *v = k ? next_field(&p, end) : NULL;
+        if (v == NULL || PyDict_SetItem(d, k, v) < 0) {
+            Py_XDECREF(k);
+            Py_XDECREF(v);
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_SystemError, "corrupt environ buffer from Go");
+            }
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(k);
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
+                    uintptr_t handle, int has_body) {
+    PyEval_RestoreThread((PyThreadState *)ts);
+    PyObject *environ = build_environ(env, env_len);
+    RequestObject *req = environ ? PyObject_New(RequestObject, &RequestType) : NULL;
+    PyObject *res = NULL;
+    if (req != NULL) {
+        req->h = handle;
+        req->busy = 0;
+        PyObject *args[4] = {(PyObject *)app, environ, (PyObject *)req,
+                             has_body ? Py_True : Py_False};
+        res = PyObject_Vectorcall(g_wsgi_handle, args, 4, NULL);
+        req->h = 0; /* the request is over: stale references must not reach Go */
+    }
+    if (res == NULL) {
+        /* The driver handles app errors itself; reaching here is a driver bug
+         * or memory exhaustion. Go answers 500 if nothing was sent. */
+        log_exception("caddysnake: internal error in the WSGI driver");
+    }
+    Py_XDECREF(res);
+    Py_XDECREF((PyObject *)req);
+    Py_XDECREF(environ);
+    PyEval_SaveThread();
+}

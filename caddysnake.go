@@ -1,0 +1,168 @@
+// Package caddysnake is a Caddy HTTP handler that serves Python WSGI and ASGI
+// apps from a CPython interpreter embedded in the Caddy process.
+//
+// Where a request goes:
+//
+//	ServeHTTP (this file) → pool.submit (workers.go) → a worker goroutine locked
+//	to an OS thread with its own Python thread state → cs_wsgi_handle (C, in
+//	caddysnake.c) → caddysnake_py.wsgi.handle (Python) → the app; response
+//	bytes come back through the cs_go_* callbacks (callbacks.go), which write
+//	to the http.ResponseWriter while ServeHTTP waits.
+package caddysnake
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Python{})
+}
+
+// Python serves one Python web app. Each configured handler imports its own
+// instance of the app and owns a pool of interpreter threads; the interpreter
+// itself is shared by the whole process and lives until it exits.
+type Python struct {
+	// ModuleWSGI names a WSGI callable as "package.module:attribute".
+	ModuleWSGI string `json:"module_wsgi,omitempty"`
+	// ModuleASGI names an ASGI application as "package.module:attribute".
+	ModuleASGI string `json:"module_asgi,omitempty"`
+	// Lifespan turns ASGI lifespan events "on" or "off" (default off).
+	Lifespan string `json:"lifespan,omitempty"`
+	// Venv is a virtual environment whose site-packages are added to
+	// sys.path (with .pth files honoured). Relative to Caddy's working dir.
+	Venv string `json:"venv,omitempty"`
+	// WorkingDir is put first on sys.path and becomes the process's current
+	// directory when the app is imported. Defaults to Caddy's working dir.
+	WorkingDir string `json:"working_dir,omitempty"`
+	// Threads is the number of interpreter threads serving this app.
+	Threads int `json:"threads,omitempty"`
+	// MaxWait bounds how long a request waits for a free thread before
+	// getting 503; zero waits as long as the client does.
+	MaxWait caddy.Duration `json:"max_wait,omitempty"`
+
+	logger *zap.Logger
+	pool   *pool
+}
+
+// CaddyModule returns the Caddy module information.
+func (Python) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.python",
+		New: func() caddy.Module { return new(Python) },
+	}
+}
+
+// defaultThreads sizes the pool for apps that mostly wait on I/O (databases,
+// APIs) while the GIL serialises pure-Python work anyway.
+func defaultThreads() int {
+	return max(4, 2*runtime.GOMAXPROCS(0))
+}
+
+// check reports configuration errors; it runs before anything is imported so
+// that a bad config never starts Python work.
+func (p *Python) check() error {
+	switch {
+	case p.ModuleWSGI == "" && p.ModuleASGI == "":
+		return errors.New("python: one of module_wsgi or module_asgi is required")
+	case p.ModuleWSGI != "" && p.ModuleASGI != "":
+		return errors.New("python: module_wsgi and module_asgi are mutually exclusive")
+	case p.ModuleASGI != "":
+		return errors.New("python: module_asgi is not supported by this build yet (WSGI only)")
+	case p.Lifespan != "" && p.Lifespan != "on" && p.Lifespan != "off":
+		return fmt.Errorf("python: lifespan must be on or off, not %q", p.Lifespan)
+	case p.Threads < 0:
+		return fmt.Errorf("python: threads must be positive, not %d", p.Threads)
+	case p.MaxWait < 0:
+		return errors.New("python: max_wait must not be negative")
+	}
+	return checkSpec(p.ModuleWSGI + p.ModuleASGI)
+}
+
+// checkSpec validates "module:attribute" syntax so typos fail with a clear
+// message instead of an ImportError.
+func checkSpec(spec string) error {
+	mod, attr, _ := strings.Cut(spec, ":")
+	if mod == "" || strings.ContainsAny(mod, " /\\") || strings.HasPrefix(mod, ".") ||
+		strings.HasSuffix(mod, ".") || strings.Contains(spec, " ") || (strings.Contains(spec, ":") && attr == "") {
+		return fmt.Errorf("python: invalid app %q: expected \"package.module:attribute\"", spec)
+	}
+	return nil
+}
+
+// Provision starts the interpreter (once per process), imports the app and
+// starts its thread pool. On a config reload Caddy provisions the new handler
+// while the old one still serves: the new one imports the app afresh.
+func (p *Python) Provision(ctx caddy.Context) error {
+	p.logger = ctx.Logger()
+	if err := p.check(); err != nil {
+		return err
+	}
+	if p.Threads == 0 {
+		p.Threads = defaultThreads()
+	}
+	if err := startInterpreter(); err != nil {
+		return err
+	}
+	workDir, err := enterWorkingDir(p.WorkingDir, p.logger)
+	if err != nil {
+		return err
+	}
+	app, err := loadApp(p.ModuleWSGI, workDir, absFromStart(p.Venv))
+	if err != nil {
+		return err
+	}
+	p.pool = newPool(app, p.Threads, p.logger)
+	p.logger.Info("python app ready",
+		zap.String("module_wsgi", p.ModuleWSGI), zap.Int("threads", p.Threads))
+	return nil
+}
+
+// Validate checks the configuration (Caddy calls it after Provision).
+func (p *Python) Validate() error {
+	return p.check()
+}
+
+// Cleanup retires the app after Caddy stopped routing requests to this
+// handler: the threads finish their current requests, then exit, and the app
+// is released.
+func (p *Python) Cleanup() error {
+	if p.pool != nil {
+		p.pool.stop()
+	}
+	return nil
+}
+
+// ServeHTTP hands the request to an interpreter thread and waits for it.
+func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	rq := newRequest(w, r)
+	defer rq.release()
+	switch err := p.pool.submit(rq, time.Duration(p.MaxWait)); {
+	case err == errClientGone:
+		return nil // nobody is left to answer
+	case err != nil:
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+	}
+	if rq.aborted {
+		// The response had begun when the app failed: make the client see
+		// truncation (connection closed / stream reset), not a short success.
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Python)(nil)
+	_ caddy.Validator             = (*Python)(nil)
+	_ caddy.CleanerUpper          = (*Python)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Python)(nil)
+)

@@ -1,0 +1,99 @@
+/*
+ * caddysnake.h — the C shim between Caddy (Go) and the embedded CPython.
+ *
+ * This header is deliberately free of Python.h: the Go side only ever sees
+ * opaque pointers (cs_obj, cs_tstate) and plain C types, so every Python
+ * reference and every GIL transition stays inside caddysnake.c.
+ *
+ * Conventions used in every comment below:
+ *   GIL: in/out  — whether the calling thread holds the GIL on entry / on exit.
+ *   owns         — who owns a returned pointer and who must release it.
+ */
+#ifndef CADDYSNAKE_H
+#define CADDYSNAKE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef void *cs_obj;    /* an owned PyObject* held by Go (opaque) */
+typedef void *cs_tstate; /* a PyThreadState* bound to one OS thread */
+
+/* A borrowed (pointer, length) view of bytes. Used for response headers passed
+ * from C to Go: the memory belongs to Python str objects that C keeps alive for
+ * the duration of the callback; Go copies what it keeps. */
+typedef struct {
+    const char *p;
+    size_t n;
+} cs_str;
+
+/* Log levels shared with Go's zap mapping and caddysnake_py.logs. */
+enum { CS_LOG_DEBUG = 0, CS_LOG_INFO = 1, CS_LOG_WARN = 2, CS_LOG_ERROR = 3 };
+
+/* Results of the Go callbacks, turned into Python exceptions by C. */
+enum {
+    CS_OK = 0,
+    CS_ERR_CLIENT_GONE = -1,   /* client disconnected: ClientDisconnected (OSError) */
+    CS_ERR_BAD_HEADER = -2,    /* invalid response header name/value: ValueError */
+    CS_ERR_BAD_STATE = -3,     /* call out of order (e.g. body before headers): RuntimeError */
+    CS_ERR_IO = -4,            /* other I/O failure: OSError */
+    CS_ERR_BAD_STATUS = -5,    /* status code outside 100..999: ValueError */
+};
+
+/* Initialise the interpreter once per process.
+ * GIL: not held in; released out (the calling thread keeps the main thread
+ * state, which Go never uses again).
+ * owns: returns NULL on success, or a malloc'd error message the caller frees. */
+char *cs_init(void);
+
+/* Execute one embedded source file as module `name` (a package if is_pkg) and
+ * register it in sys.modules. All arguments are borrowed for the call.
+ * GIL: not held in/out. owns: returns NULL or a malloc'd traceback string. */
+char *cs_exec_module(const char *name, const char *filename, const char *src,
+                     size_t src_len, int is_pkg);
+
+/* Finish start-up once the embedded package is loaded: redirect stdout/stderr
+ * to Caddy's log and cache the driver entry points.
+ * GIL: not held in/out. owns: NULL or a malloc'd traceback string. */
+char *cs_bootstrap(void);
+
+/* The Python version libpython reports at run time, and the one the shim was
+ * compiled against ("3.11.7"). Static strings, never freed. GIL: not needed. */
+const char *cs_runtime_version(void);
+const char *cs_build_version(void);
+
+/* Import and return the app named by spec ("pkg.mod:attr") with working_dir
+ * first on sys.path and the venv's site-packages added (venv may be "").
+ * Strings are borrowed for the call.
+ * GIL: not held in/out.
+ * owns: on success returns a new reference the caller (Go) owns and must pass
+ * to cs_release exactly once; on failure returns NULL and sets *err to a
+ * malloc'd traceback the caller frees. */
+cs_obj cs_load_app(const char *spec, const char *working_dir, const char *venv,
+                   char **err);
+
+/* Drop a reference returned by cs_load_app. GIL: not held in/out. */
+void cs_release(cs_obj obj);
+
+/* Create the thread state a long-lived worker uses for all its requests. Must
+ * be called on the OS thread that will use it (Go: LockOSThread first).
+ * GIL: not held in/out. owns: the worker; pass to cs_thread_detach once. */
+cs_tstate cs_thread_attach(void);
+
+/* Destroy a worker's thread state (clears its threading.local data, e.g.
+ * Django DB connections). Same OS thread as attach. GIL: not held in/out. */
+void cs_thread_detach(cs_tstate ts);
+
+/* Serve one WSGI request on a worker thread.
+ *   ts       this worker's thread state (GIL is taken with it and given back)
+ *   app      borrowed: the Go handler keeps its reference alive for the call
+ *   env      borrowed Go memory: packed environ pairs, each
+ *            [u32 key_len][key bytes][u32 val_len][val bytes], latin-1;
+ *            C copies them into Python str objects before doing anything else
+ *   handle   opaque value passed back to every Go callback for this request
+ *   has_body whether wsgi.input may yield bytes
+ * Response bytes flow out through the cs_go_* callbacks (declared by cgo in
+ * _cgo_export.h). GIL: not held in/out. */
+void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
+                    uintptr_t handle, int has_body);
+
+#endif

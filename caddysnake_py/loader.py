@@ -1,0 +1,134 @@
+"""Importing apps: one fresh import per configured handler.
+
+Caddy provisions a handler at start-up and again on every config reload, and
+each time we import the app afresh so code changes take effect; the previous
+app object keeps serving its in-flight requests until Go releases it.
+
+All apps share one interpreter and so one sys.modules. To let two sites serve
+``main:app`` from different working directories, every module that was loaded
+from an app directory (not from site-packages) is taken out of sys.modules
+before an import and put back afterwards unless the new import replaced it.
+Modules of the app being (re)loaded are not put back, so a reload re-imports
+them, including ones the app imports lazily later.
+"""
+
+import importlib
+import os
+import site
+import sys
+
+from . import logs
+
+# Every working directory an app was loaded from.
+_app_dirs = set()
+
+
+def load_app(spec, working_dir, venv):
+    """Import ``"pkg.module:attr"`` and return the app callable.
+
+    working_dir goes first on sys.path; venv ("" for none) adds that virtual
+    environment's site-packages. Raises with a traceback on any failure.
+    """
+    if venv:
+        add_venv(venv)
+    module_name, _, attr = spec.partition(":")
+    wd = os.path.realpath(working_dir or os.getcwd())
+    _app_dirs.add(wd)
+    if wd in sys.path:
+        sys.path.remove(wd)
+    sys.path.insert(0, wd)
+
+    stashed = {name: sys.modules.pop(name) for name in _app_module_names()}
+    importlib.invalidate_caches()
+    try:
+        module = importlib.import_module(module_name)
+    finally:
+        for name, mod in stashed.items():
+            if _owner(mod) != wd:
+                sys.modules.setdefault(name, mod)
+    return _resolve(module, attr or "application", spec)
+
+
+def _resolve(module, attr, spec):
+    """Follow a dotted attribute path; "factory()" calls a no-argument factory."""
+    call = attr.endswith("()")
+    obj = module
+    for part in (attr[:-2] if call else attr).split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError(
+                "module %r has no attribute %r (app %r)" % (module.__name__, part, spec)
+            ) from None
+    if call:
+        obj = obj()
+    if not callable(obj):
+        raise TypeError("app %r is not callable (got %s)" % (spec, type(obj).__name__))
+    return obj
+
+
+def _owner(mod):
+    """The app directory a module was loaded from, or None (stdlib, packages)."""
+    f = getattr(mod, "__file__", None)
+    if not isinstance(f, str):
+        return None
+    best = None
+    for d in _app_dirs:
+        if f.startswith(d + os.sep) and (best is None or len(d) > len(best)):
+            rest = f[len(d) :]
+            if "site-packages" not in rest and "dist-packages" not in rest:
+                best = d
+    return best
+
+
+def _app_module_names():
+    return [name for name, mod in list(sys.modules.items()) if _owner(mod) is not None]
+
+
+def _site_packages(venv):
+    """The venv's site-packages for this interpreter's Python version."""
+    ver = "python%d.%d" % sys.version_info[:2]
+    lib = os.path.join(venv, "lib")
+    if not os.path.isdir(venv):
+        raise FileNotFoundError("venv %r does not exist" % venv)
+    sp = os.path.join(lib, ver, "site-packages")
+    if os.path.isdir(sp):
+        return sp
+    others = sorted(d for d in os.listdir(lib) if d.startswith("python")) if os.path.isdir(lib) else []
+    if others:
+        raise RuntimeError(
+            "venv %r was made for %s, but this caddy embeds Python %d.%d; recreate it with "
+            "python%d.%d -m venv, or build caddy against that Python"
+            % (venv, others[0], *sys.version_info[:2], *sys.version_info[:2])
+        )
+    raise FileNotFoundError("%r is not a virtual environment (no lib/%s/site-packages)" % (venv, ver))
+
+
+def add_venv(venv):
+    """Add a venv's site-packages ahead of the base interpreter's.
+
+    site.addsitedir processes .pth files (editable installs, namespace
+    packages); the new entries are then moved before the base site-packages so
+    the venv's versions of a package win, as they would under its own python.
+    """
+    sp = _site_packages(os.path.abspath(venv))
+    if sp in sys.path:
+        return
+    before = list(sys.path)
+    site.addsitedir(sp)
+    added = [p for p in sys.path if p not in before]
+    base = set(site.getsitepackages() + [site.getusersitepackages()])
+    idx = next((i for i, p in enumerate(before) if p in base), len(before))
+    sys.path[:] = before[:idx] + added + before[idx:]
+
+
+def activate_environment_venv():
+    """Honour an activated virtualenv (VIRTUAL_ENV), as running gunicorn from it would."""
+    venv = os.environ.get("VIRTUAL_ENV")
+    if not venv or os.path.realpath(venv) == os.path.realpath(sys.base_prefix):
+        return
+    try:
+        add_venv(venv)
+        logs.info("caddysnake: using the active virtualenv %s" % venv)
+    except (OSError, RuntimeError) as e:
+        logs.warn("caddysnake: ignoring VIRTUAL_ENV: %s" % e)

@@ -1,0 +1,223 @@
+package caddysnake
+
+// The functions in this file are called from C (caddysnake.c) with the GIL
+// released, on a worker's OS thread, while that worker serves a request.
+// They must never panic across the C boundary: each validates its handle and
+// recovers. Pointers they receive point into C/Python memory that stays valid
+// only for the duration of the call; whatever Go keeps, it copies.
+
+// #include "caddysnake.h"
+import "C"
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"syscall"
+	"unsafe"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/net/http/httpguts"
+)
+
+// current returns the request the worker behind h is serving, or nil.
+func current(h C.uintptr_t) *request {
+	if w := workerFor(h); w != nil {
+		return w.cur
+	}
+	return nil
+}
+
+// recoverTo turns a panic in a callback into an error code for C.
+func recoverTo[T ~int64 | ~int32 | ~int](code *T) {
+	if v := recover(); v != nil {
+		pyLogger.Error("caddysnake: panic in Go callback", zap.Any("panic", v), zap.Stack("stack"))
+		*code = T(C.CS_ERR_IO)
+	}
+}
+
+//export cs_go_read
+func cs_go_read(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
+	defer recoverTo(&rc)
+	rq := current(h)
+	if rq == nil {
+		return C.CS_ERR_BAD_STATE
+	}
+	if n == 0 {
+		return 0
+	}
+	// Read straight into the Python buffer: no intermediate copy.
+	b := unsafe.Slice((*byte)(unsafe.Pointer(buf)), int(n))
+	for {
+		m, err := rq.r.Body.Read(b)
+		if m > 0 {
+			return C.long(m)
+		}
+		switch {
+		case err == io.EOF:
+			return 0
+		case err != nil:
+			return C.CS_ERR_CLIENT_GONE
+		}
+	}
+}
+
+// hopByHop lists headers that describe one connection, which the app must
+// not set (PEP 3333) and which Go's server manages itself.
+var hopByHop = map[string]bool{
+	"Keep-Alive": true, "Proxy-Connection": true, "Te": true, "Trailer": true,
+	"Transfer-Encoding": true, "Upgrade": true,
+}
+
+//export cs_go_send
+func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t,
+	body *C.char, blen C.size_t, flush C.int) (rc C.long) {
+	defer recoverTo(&rc)
+	rq := current(h)
+	if rq == nil {
+		return C.CS_ERR_BAD_STATE
+	}
+	if status != 0 {
+		if code := rq.start(int(status), unsafe.Slice(hdrs, int(nh)*2)); code != C.CS_OK {
+			return code
+		}
+	} else if rq.status == 0 {
+		return C.CS_ERR_BAD_STATE
+	}
+	if blen > 0 && bodyAllowed(rq.status) {
+		if rq.r.Context().Err() != nil {
+			return C.CS_ERR_CLIENT_GONE
+		}
+		// The writer copies (bufio) or sends the bytes before returning, so
+		// passing a view of the Python bytes object needs no copy here.
+		n, err := rq.w.Write(unsafe.Slice((*byte)(unsafe.Pointer(body)), int(blen)))
+		rq.written += int64(n)
+		if err != nil {
+			return writeErr(err)
+		}
+	}
+	// Skip the flush when the declared length is reached: the handler's
+	// return flushes the tail together with the headers in one write.
+	if flush != 0 && (rq.length < 0 || rq.written < rq.length) {
+		if rq.rc == nil {
+			rq.rc = http.NewResponseController(rq.w)
+		}
+		if err := rq.rc.Flush(); err != nil {
+			return writeErr(err)
+		}
+	}
+	return C.CS_OK
+}
+
+// start validates the status and headers and sends them; nothing reaches the
+// client unless all of them are valid, so a bad header becomes a clean 500.
+func (rq *request) start(status int, kv []C.cs_str) C.long {
+	if rq.status != 0 {
+		return C.CS_ERR_BAD_STATE
+	}
+	if status < 200 || status > 999 {
+		return C.CS_ERR_BAD_STATUS
+	}
+	for i := 0; i < len(kv); i += 2 {
+		if !httpguts.ValidHeaderFieldName(cstr(kv[i])) || !httpguts.ValidHeaderFieldValue(cstr(kv[i+1])) {
+			return C.CS_ERR_BAD_HEADER
+		}
+	}
+	header := rq.w.Header()
+	for i := 0; i < len(kv); i += 2 {
+		// cstr views C memory: string(...) copies what the header map keeps.
+		key := http.CanonicalHeaderKey(string(cstr(kv[i])))
+		if hopByHop[key] {
+			continue
+		}
+		val := string(cstr(kv[i+1]))
+		if key == "Content-Length" {
+			n, err := strconv.ParseInt(val, 10, 64)
+			if err != nil || n < 0 {
+				return C.CS_ERR_BAD_HEADER
+			}
+			rq.length = n
+		}
+		header[key] = append(header[key], val)
+	}
+	rq.status = status
+	rq.w.WriteHeader(status)
+	return C.CS_OK
+}
+
+// cstr views a cs_str as a string without copying (valid for the call only).
+func cstr(s C.cs_str) string {
+	return unsafe.String((*byte)(unsafe.Pointer(s.p)), int(s.n))
+}
+
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified && status >= 200
+}
+
+// writeErr classifies a write failure: writing past the declared
+// Content-Length is the app's error; anything else means the client is gone.
+func writeErr(err error) C.long {
+	if errors.Is(err, http.ErrContentLength) {
+		return C.CS_ERR_IO
+	}
+	return C.CS_ERR_CLIENT_GONE
+}
+
+//export cs_go_sendfile
+func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.longlong) {
+	defer recoverTo(&rc)
+	rq := current(h)
+	if rq == nil || rq.status == 0 {
+		return C.CS_ERR_BAD_STATE
+	}
+	if !bodyAllowed(rq.status) || count == 0 {
+		return 0
+	}
+	// Python keeps its descriptor; Go sends from a duplicate it owns.
+	dup, err := syscall.Dup(int(fd))
+	if err != nil {
+		return C.CS_ERR_IO
+	}
+	f := os.NewFile(uintptr(dup), "wsgi.file_wrapper")
+	defer f.Close()
+	if _, err := f.Seek(int64(offset), io.SeekStart); err != nil {
+		return C.CS_ERR_IO
+	}
+	var src io.Reader = f
+	if count > 0 {
+		src = &io.LimitedReader{R: f, N: int64(count)}
+	}
+	// io.Copy reaches the connection's ReadFrom, i.e. sendfile(2), when the
+	// response has a Content-Length and no encoder sits in between.
+	n, err := io.Copy(rq.w, src)
+	rq.written += n
+	if err != nil {
+		return C.longlong(writeErr(err))
+	}
+	return C.longlong(n)
+}
+
+//export cs_go_abort
+func cs_go_abort(h C.uintptr_t) {
+	defer func() { _ = recover() }()
+	if rq := current(h); rq != nil {
+		rq.aborted = true
+	}
+}
+
+var zapLevels = [...]zapcore.Level{zapcore.DebugLevel, zapcore.InfoLevel, zapcore.WarnLevel, zapcore.ErrorLevel}
+
+//export cs_go_log
+func cs_go_log(level C.int, msg *C.char, n C.size_t) {
+	defer func() { _ = recover() }()
+	lvl := zapcore.ErrorLevel
+	if level >= 0 && int(level) < len(zapLevels) {
+		lvl = zapLevels[level]
+	}
+	if ce := pyLogger.Check(lvl, C.GoStringN(msg, C.int(n))); ce != nil {
+		ce.Write()
+	}
+}

@@ -1,0 +1,196 @@
+package caddysnake
+
+// #include "caddysnake.h"
+import "C"
+
+import (
+	"encoding/binary"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"unsafe"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// request is the Go side of one HTTP request while a worker serves it. It is
+// touched by the ServeHTTP goroutine before submit and after done, and by the
+// worker (through the callbacks) in between, never by both at once.
+type request struct {
+	w       http.ResponseWriter
+	r       *http.Request
+	done    chan struct{}
+	status  int   // status sent to the client; 0 until the headers are sent
+	length  int64 // Content-Length the app declared, -1 if none
+	written int64 // body bytes written
+	aborted bool  // the app failed after the response began
+	rc      *http.ResponseController
+}
+
+var requestPool = sync.Pool{New: func() any {
+	return &request{done: make(chan struct{}, 1)}
+}}
+
+func newRequest(w http.ResponseWriter, r *http.Request) *request {
+	rq := requestPool.Get().(*request)
+	rq.w, rq.r = w, r
+	rq.status, rq.length, rq.written, rq.aborted, rq.rc = 0, -1, 0, false, nil
+	return rq
+}
+
+func (rq *request) release() {
+	rq.w, rq.r, rq.rc = nil, nil, nil
+	requestPool.Put(rq)
+}
+
+// serve runs one request on this worker's thread.
+func (w *worker) serve(ts C.cs_tstate, rq *request) {
+	w.cur = rq
+	w.env = appendEnviron(w.env[:0], rq.r)
+	hasBody := C.int(0)
+	if rq.r.Body != nil && rq.r.Body != http.NoBody && rq.r.ContentLength != 0 {
+		hasBody = 1
+	}
+	// w.env is Go memory without Go pointers, borrowed by C for the call only.
+	C.cs_wsgi_handle(ts, w.pool.app.obj, (*C.char)(unsafe.Pointer(unsafe.SliceData(w.env))),
+		C.size_t(len(w.env)), C.uintptr_t(w.handle), hasBody)
+	if rq.status == 0 && !rq.aborted {
+		// The driver always answers; this is the last line of defence.
+		rq.w.WriteHeader(http.StatusInternalServerError)
+	}
+	w.cur = nil
+}
+
+// appendEnviron packs the CGI part of the WSGI environ as length-prefixed
+// (key, value) pairs that C turns into str objects (latin-1, PEP 3333's
+// "bytes-as-str"). Go does the string work here because it is cheaper than
+// doing it in Python; the wsgi.* keys are added by caddysnake_py.wsgi.
+func appendEnviron(b []byte, r *http.Request) []byte {
+	script, pathInfo := splitScriptName(r)
+	b = pair(b, "REQUEST_METHOD", r.Method)
+	b = pair(b, "SCRIPT_NAME", script)
+	b = pair(b, "PATH_INFO", pathInfo)
+	b = pair(b, "QUERY_STRING", r.URL.RawQuery)
+	b = pair(b, "REQUEST_URI", r.RequestURI)
+	b = pair(b, "SERVER_PROTOCOL", r.Proto)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	b = pair(b, "wsgi.url_scheme", scheme)
+	name, port := serverNamePort(r, scheme)
+	b = pair(b, "SERVER_NAME", name)
+	b = pair(b, "SERVER_PORT", port)
+	raddr, rport := remoteAddrPort(r)
+	b = pair(b, "REMOTE_ADDR", raddr)
+	b = pair(b, "REMOTE_PORT", rport)
+	b = pair(b, "HTTP_HOST", r.Host)
+	for k, vs := range r.Header {
+		switch {
+		case strings.IndexByte(k, '_') >= 0:
+			// "X_Forwarded_For" would become HTTP_X_FORWARDED_FOR and spoof
+			// the dashed header a proxy vouches for: drop it, as gunicorn does.
+			continue
+		case k == "Content-Type":
+			b = pair(b, "CONTENT_TYPE", vs[0])
+			continue
+		case k == "Content-Length":
+			b = pair(b, "CONTENT_LENGTH", vs[0])
+			continue
+		}
+		b = headerPair(b, k, vs)
+	}
+	return b
+}
+
+// pair appends one [u32 len][bytes] key and value.
+func pair(b []byte, k, v string) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(k)))
+	b = append(b, k...)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
+	return append(b, v...)
+}
+
+// headerPair appends HTTP_<NAME> for a request header, repeated values joined
+// with "," as gunicorn does (and cookies with "; ", RFC 9113 §8.2.3), without
+// building intermediate strings.
+func headerPair(b []byte, k string, vs []string) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(5+len(k)))
+	b = append(b, "HTTP_"...)
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case c == '-':
+			c = '_'
+		case 'a' <= c && c <= 'z':
+			c -= 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	sep := ","
+	if k == "Cookie" {
+		sep = "; "
+	}
+	n := len(sep) * (len(vs) - 1)
+	for _, v := range vs {
+		n += len(v)
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(n))
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, sep...)
+		}
+		b = append(b, v...)
+	}
+	return b
+}
+
+// splitScriptName returns (SCRIPT_NAME, PATH_INFO). When handle_path or
+// `uri strip_prefix` removed a prefix, the original path ends with the
+// current one and the removed prefix is SCRIPT_NAME, so url_for() and
+// friends keep generating prefixed URLs. Both are percent-decoded.
+func splitScriptName(r *http.Request) (string, string) {
+	path := r.URL.Path
+	orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
+	if !ok || orig.URL == nil {
+		return "", path
+	}
+	op := orig.URL.Path
+	if len(op) > len(path) && strings.HasSuffix(op, path) && (path == "" || path[0] == '/') {
+		return op[:len(op)-len(path)], path
+	}
+	return "", path
+}
+
+// serverNamePort follows gunicorn: the Host header, with the scheme's default
+// port when it names none; the listener's address if there is no Host.
+func serverNamePort(r *http.Request, scheme string) (string, string) {
+	host := r.Host
+	if host == "" {
+		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			host = a.String()
+		}
+	}
+	name, port, err := net.SplitHostPort(host)
+	if err != nil { // no port in the Host header
+		name, port = strings.Trim(host, "[]"), "80"
+		if scheme == "https" {
+			port = "443"
+		}
+	}
+	return name, port
+}
+
+// remoteAddrPort reports the client: Caddy's client IP (which honours the
+// server's trusted_proxies) and the connection's port.
+func remoteAddrPort(r *http.Request) (string, string) {
+	ip, port, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip, port = r.RemoteAddr, ""
+	}
+	if v, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && v != "" {
+		ip = v
+	}
+	return ip, port
+}
