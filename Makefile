@@ -30,10 +30,18 @@ GO_SOURCES := $(wildcard *.go *.c *.h caddysnake_py/*.py cmd/caddy/*.go) go.mod 
 
 build: caddy
 
+# Installs pkg-config and the Python dev files from Debian when they are
+# missing and the chosen Python is the system one (other Pythons ship theirs).
 check-python:
 	@test -n "$(PY)" || { echo "error: PYTHON=$(PYTHON) is not a working Python interpreter" >&2; exit 1; }
+	@if ! command -v pkg-config >/dev/null || ! pkg-config --exists python3-embed; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing pkg-config and Python dev files with apt-get"; \
+	    apt-get update -qq && apt-get install -y -qq pkg-config python3-dev python3-venv >/dev/null; \
+	  fi; \
+	fi
 	@pkg-config --exists python3-embed || { \
-	  echo "error: no python3-embed pkg-config file for $(PY) (looked in $(PY_PCDIR)); install the Python dev files (Debian: python3-dev)" >&2; exit 1; }
+	  echo "error: no python3-embed pkg-config file for $(PY) (looked in $(PY_PCDIR)); install that Python's dev files (Debian: python3-dev)" >&2; exit 1; }
 
 caddy: check-python $(GO_SOURCES)
 	$(GO) mod download

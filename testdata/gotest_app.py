@@ -1,0 +1,13 @@
+"""A tiny WSGI app for the Go tests (caddysnake_test)."""
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/raise":
+        raise RuntimeError("boom from the Go test app")
+    if path == "/echo":
+        body = environ["wsgi.input"].read()
+        start_response("201 Created", [("Content-Type", "application/octet-stream")])
+        return [body]
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Script", environ["SCRIPT_NAME"])])
+    return [b"hello ", environ["REQUEST_METHOD"].encode()]

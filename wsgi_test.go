@@ -1,0 +1,212 @@
+package caddysnake
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// testdataDir is resolved before any test changes the working directory.
+var testdataDir, _ = filepath.Abs("testdata")
+
+// decodeEnviron reverses appendEnviron's packing, as caddysnake.c does.
+func decodeEnviron(t *testing.T, b []byte) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	next := func() string {
+		if len(b) < 4 {
+			t.Fatalf("truncated environ buffer")
+		}
+		n := binary.LittleEndian.Uint32(b)
+		s := string(b[4 : 4+n])
+		b = b[4+n:]
+		return s
+	}
+	for len(b) > 0 {
+		k := next()
+		if _, dup := env[k]; dup {
+			t.Fatalf("duplicate environ key %q", k)
+		}
+		env[k] = next()
+	}
+	return env
+}
+
+func TestAppendEnviron(t *testing.T) {
+	r := httptest.NewRequest("POST", "http://example.com:8080/caf%C3%A9/x?a=%20b&c", strings.NewReader("body"))
+	r.RemoteAddr = "192.0.2.7:51234"
+	r.Header.Set("Content-Type", "text/plain")
+	r.Header.Set("Content-Length", "4")
+	r.Header.Add("X-Multi", "1")
+	r.Header.Add("X-Multi", "2")
+	r.Header["X_Forwarded_For"] = []string{"spoofed"}
+	r.Header.Set("X-Forwarded-For", "198.51.100.1")
+	r.Header.Add("Cookie", "a=1")
+	r.Header.Add("Cookie", "b=2")
+	env := decodeEnviron(t, appendEnviron(nil, r))
+	want := map[string]string{
+		"REQUEST_METHOD":       "POST",
+		"SCRIPT_NAME":          "",
+		"PATH_INFO":            "/caf\xc3\xa9/x",
+		"QUERY_STRING":         "a=%20b&c",
+		"REQUEST_URI":          "http://example.com:8080/caf%C3%A9/x?a=%20b&c",
+		"SERVER_PROTOCOL":      "HTTP/1.1",
+		"SERVER_NAME":          "example.com",
+		"SERVER_PORT":          "8080",
+		"REMOTE_ADDR":          "192.0.2.7",
+		"REMOTE_PORT":          "51234",
+		"HTTP_HOST":            "example.com:8080",
+		"CONTENT_TYPE":         "text/plain",
+		"CONTENT_LENGTH":       "4",
+		"HTTP_X_MULTI":         "1,2",
+		"HTTP_X_FORWARDED_FOR": "198.51.100.1",
+		"HTTP_COOKIE":          "a=1; b=2",
+		"wsgi.url_scheme":      "http",
+	}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("%s = %q, want %q", k, env[k], v)
+		}
+	}
+	for _, k := range []string{"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_X_FORWARDED_FOR_"} {
+		if _, ok := env[k]; ok {
+			t.Errorf("%s must not be present", k)
+		}
+	}
+	if len(env) != len(want) {
+		t.Errorf("environ has %d keys, want %d: %v", len(env), len(want), env)
+	}
+}
+
+func TestServerNamePortDefaults(t *testing.T) {
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Host = "example.org"
+	if n, p := serverNamePort(r, "http"); n != "example.org" || p != "80" {
+		t.Errorf("http: got %s %s", n, p)
+	}
+	r.TLS = &tls.ConnectionState{}
+	if n, p := serverNamePort(r, "https"); n != "example.org" || p != "443" {
+		t.Errorf("https: got %s %s", n, p)
+	}
+	r.Host = "[::1]:9000"
+	if n, p := serverNamePort(r, "http"); n != "::1" || p != "9000" {
+		t.Errorf("ipv6: got %s %s", n, p)
+	}
+	env := decodeEnviron(t, appendEnviron(nil, r))
+	if env["wsgi.url_scheme"] != "https" {
+		t.Errorf("url_scheme under TLS = %q", env["wsgi.url_scheme"])
+	}
+}
+
+// withOriginal simulates what Caddy's server does before handle_path/uri
+// strip_prefix rewrite the path: it records the original request.
+func withOriginal(r *http.Request, origPath string) *http.Request {
+	u := *r.URL
+	u.Path = origPath
+	ctx := context.WithValue(r.Context(), caddyhttp.OriginalRequestCtxKey, http.Request{URL: &u})
+	return r.WithContext(ctx)
+}
+
+func TestSplitScriptName(t *testing.T) {
+	for _, tc := range []struct{ orig, cur, script, path string }{
+		{"/api/users", "/users", "/api", "/users"},
+		{"/api/", "/", "/api", "/"},
+		{"/a/b/c", "/c", "/a/b", "/c"},
+		{"/same", "/same", "", "/same"},
+		{"/old", "/new", "", "/new"}, // a rewrite, not a prefix strip
+		{"/x/caf\xc3\xa9", "/caf\xc3\xa9", "/x", "/caf\xc3\xa9"},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.URL = &url.URL{Path: tc.cur}
+		s, p := splitScriptName(withOriginal(r, tc.orig))
+		if s != tc.script || p != tc.path {
+			t.Errorf("orig %q cur %q: got (%q, %q), want (%q, %q)", tc.orig, tc.cur, s, p, tc.script, tc.path)
+		}
+	}
+	r := httptest.NewRequest("GET", "/plain", nil)
+	if s, p := splitScriptName(r); s != "" || p != "/plain" {
+		t.Errorf("no original request: got (%q, %q)", s, p)
+	}
+}
+
+// TestServeHTTP runs the real handler with the embedded interpreter: it
+// provisions a WSGI app from testdata and serves concurrent requests, which
+// exercises the pool, the cgo crossings and the callbacks under -race.
+func TestServeHTTP(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	dir := testdataDir
+	p := &Python{ModuleWSGI: "gotest_app:app", WorkingDir: dir, Threads: 3}
+	if err := p.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Cleanup()
+
+	serve := func(method, target, body string) *httptest.ResponseRecorder {
+		var rd *strings.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		var req *http.Request
+		if rd != nil {
+			req = httptest.NewRequest(method, target, rd)
+		} else {
+			req = httptest.NewRequest(method, target, nil)
+		}
+		rec := httptest.NewRecorder()
+		if err := p.ServeHTTP(rec, req, nil); err != nil {
+			t.Errorf("%s %s: %v", method, target, err)
+		}
+		return rec
+	}
+
+	var wg sync.WaitGroup
+	for i := range 24 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := strings.Repeat("x", i*1000)
+			if rec := serve("POST", "/echo", body+"!"); rec.Code != 201 || rec.Body.String() != body+"!" {
+				t.Errorf("echo %d: %d %d bytes", i, rec.Code, rec.Body.Len())
+			}
+		}()
+	}
+	wg.Wait()
+
+	if rec := serve("GET", "/hi", ""); rec.Code != 200 || rec.Body.String() != "hello GET" ||
+		rec.Header().Get("Content-Type") != "text/plain" {
+		t.Errorf("GET: %d %q %v", rec.Code, rec.Body.String(), rec.Header())
+	}
+	if rec := serve("GET", "/raise", ""); rec.Code != 500 || rec.Body.String() != "Internal Server Error" {
+		t.Errorf("raise: %d %q", rec.Code, rec.Body.String())
+	}
+	if rec := serve("GET", "/after-error", ""); rec.Code != 200 {
+		t.Errorf("the app must keep serving after an error: %d", rec.Code)
+	}
+}
+
+func TestProvisionImportError(t *testing.T) {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	dir := testdataDir
+	p := &Python{ModuleWSGI: "gotest_app:missing", WorkingDir: dir}
+	err := p.Provision(ctx)
+	if err == nil || !strings.Contains(err.Error(), "has no attribute 'missing'") {
+		t.Fatalf("got %v", err)
+	}
+	p = &Python{ModuleWSGI: "no_such_module_here:app", WorkingDir: dir}
+	err = p.Provision(ctx)
+	if err == nil || !strings.Contains(err.Error(), "Traceback") || !strings.Contains(err.Error(), "No module named 'no_such_module_here'") {
+		t.Fatalf("got %v", err)
+	}
+}
