@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -93,15 +94,13 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t,
 		}
 		// The writer copies (bufio) or sends the bytes before returning, so
 		// passing a view of the Python bytes object needs no copy here.
-		n, err := rq.w.Write(unsafe.Slice((*byte)(unsafe.Pointer(body)), int(blen)))
-		rq.written += int64(n)
-		if err != nil {
+		if err := rq.body.write(rq.w, unsafe.Slice((*byte)(unsafe.Pointer(body)), int(blen))); err != nil {
 			return writeErr(err)
 		}
 	}
 	// Skip the flush when the declared length is reached: the handler's
 	// return flushes the tail together with the headers in one write.
-	if flush != 0 && (rq.length < 0 || rq.written < rq.length) {
+	if flush != 0 && (rq.body.length < 0 || rq.body.written < rq.body.length) {
 		if rq.rc == nil {
 			rq.rc = http.NewResponseController(rq.w)
 		}
@@ -128,18 +127,20 @@ func (rq *request) start(status int, kv []C.cs_str) C.long {
 	}
 	header := rq.w.Header()
 	for i := 0; i < len(kv); i += 2 {
-		// cstr views C memory: string(...) copies what the header map keeps.
-		key := http.CanonicalHeaderKey(string(cstr(kv[i])))
+		// cstr views Python memory that is freed after this call: the header
+		// map must hold copies (CanonicalHeaderKey returns its argument
+		// unchanged when it is already canonical, so clone first).
+		key := http.CanonicalHeaderKey(strings.Clone(cstr(kv[i])))
 		if hopByHop[key] {
 			continue
 		}
-		val := string(cstr(kv[i+1]))
+		val := strings.Clone(cstr(kv[i+1]))
 		if key == "Content-Length" {
 			n, err := strconv.ParseInt(val, 10, 64)
 			if err != nil || n < 0 {
 				return C.CS_ERR_BAD_HEADER
 			}
-			rq.length = n
+			rq.body.length = n
 		}
 		header[key] = append(header[key], val)
 	}
@@ -155,6 +156,30 @@ func cstr(s C.cs_str) string {
 
 func bodyAllowed(status int) bool {
 	return status != http.StatusNoContent && status != http.StatusNotModified && status >= 200
+}
+
+// bodyLimit tracks a response body against the Content-Length the app
+// declared (length -1: none).
+type bodyLimit struct {
+	length, written int64
+	warned          bool
+}
+
+// write writes b, but never past a declared Content-Length: the excess is
+// dropped (and logged once), as gunicorn does, so an app that miscounts still
+// delivers the response it promised instead of a broken connection.
+func (l *bodyLimit) write(w http.ResponseWriter, b []byte) error {
+	if l.length >= 0 && l.written+int64(len(b)) > l.length {
+		if !l.warned {
+			l.warned = true
+			pyLogger.Warn("python app wrote more than its Content-Length; extra bytes dropped",
+				zap.Int64("content_length", l.length))
+		}
+		b = b[:max(0, l.length-l.written)]
+	}
+	n, err := w.Write(b)
+	l.written += int64(n)
+	return err
 }
 
 // writeErr classifies a write failure: writing past the declared
@@ -193,7 +218,7 @@ func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.lon
 	// io.Copy reaches the connection's ReadFrom, i.e. sendfile(2), when the
 	// response has a Content-Length and no encoder sits in between.
 	n, err := io.Copy(rq.w, src)
-	rq.written += n
+	rq.body.written += n
 	if err != nil {
 		return C.longlong(writeErr(err))
 	}

@@ -21,10 +21,9 @@ type request struct {
 	w       http.ResponseWriter
 	r       *http.Request
 	done    chan struct{}
-	status  int   // status sent to the client; 0 until the headers are sent
-	length  int64 // Content-Length the app declared, -1 if none
-	written int64 // body bytes written
-	aborted bool  // the app failed after the response began
+	status  int       // status sent to the client; 0 until the headers are sent
+	body    bodyLimit // body bytes written against the declared Content-Length
+	aborted bool      // the app failed after the response began
 	rc      *http.ResponseController
 }
 
@@ -35,7 +34,7 @@ var requestPool = sync.Pool{New: func() any {
 func newRequest(w http.ResponseWriter, r *http.Request) *request {
 	rq := requestPool.Get().(*request)
 	rq.w, rq.r = w, r
-	rq.status, rq.length, rq.written, rq.aborted, rq.rc = 0, -1, 0, false, nil
+	rq.status, rq.body, rq.aborted, rq.rc = 0, bodyLimit{length: -1}, false, nil
 	return rq
 }
 

@@ -1,0 +1,134 @@
+"""Where the `python` directive may appear, and what working_dir / venv do."""
+
+import subprocess
+import textwrap
+
+import httpx
+import pytest
+
+from conftest import APPS_DIR, RAW_APP_DIR, VENV_PYTHON, python_block
+
+A, B = APPS_DIR / "iso_a", APPS_DIR / "iso_b"
+
+
+def env_of(srv, path):
+    r = httpx.get(srv.url(path), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["environ"]
+
+
+def test_directly_in_site_block(start_caddy):
+    sites = ("http://:@PORT@ {\n\theader X-Site direct\n"
+             + python_block("rawapp:app", RAW_APP_DIR, venv=False) + "\n}\n")
+    srv = start_caddy("direct", sites=sites)
+    try:
+        r = httpx.get(srv.url("/env/direct"), timeout=10)
+        assert r.status_code == 200
+        assert r.headers["x-site"] == "direct"
+        env = r.json()["environ"]
+        assert env["PATH_INFO"] == "/env/direct"
+        assert env["SCRIPT_NAME"] == ""
+    finally:
+        srv.stop()
+
+
+def test_inside_route_with_other_handlers(start_caddy):
+    sites = ("http://:@PORT@ {\n\troute {\n\t\trespond /static-thing \"static\" 200\n"
+             + python_block("rawapp:app", RAW_APP_DIR, venv=False, indent="\t\t") + "\n\t}\n}\n")
+    srv = start_caddy("route", sites=sites)
+    try:
+        assert httpx.get(srv.url("/static-thing"), timeout=10).text == "static"
+        env = env_of(srv, "/env/in-route")
+        assert env["PATH_INFO"] == "/env/in-route"
+    finally:
+        srv.stop()
+
+
+def test_inside_handle_and_handle_path(start_caddy):
+    sites = ("http://:@PORT@ {\n"
+             "\thandle_path /stripped/* {\n" + python_block("rawapp:app", RAW_APP_DIR, venv=False, indent="\t\t")
+             + "\n\t}\n"
+             "\thandle /kept/* {\n" + python_block("main:app", A, venv=False, indent="\t\t") + "\n\t}\n"
+             "\thandle {\n\t\trespond \"nothing here\" 404\n\t}\n}\n")
+    srv = start_caddy("handle", sites=sites)
+    try:
+        env = env_of(srv, "/stripped/env/p")
+        assert env["SCRIPT_NAME"] == "/stripped"
+        assert env["PATH_INFO"] == "/env/p"
+        r = httpx.get(srv.url("/kept/anything"), timeout=10)
+        assert (r.status_code, r.text) == (200, "site-a from iso_a")
+        r = httpx.get(srv.url("/elsewhere"), timeout=10)
+        assert (r.status_code, r.text) == (404, "nothing here")
+    finally:
+        srv.stop()
+
+
+def test_handle_without_strip_keeps_full_path(start_caddy):
+    sites = ("http://:@PORT@ {\n\thandle /h/* {\n"
+             + python_block("rawapp:app", RAW_APP_DIR, venv=False, indent="\t\t") + "\n\t}\n}\n")
+    srv = start_caddy("handle-nostrip", sites=sites)
+    try:
+        env = env_of(srv, "/h/x")
+        assert env["SCRIPT_NAME"] == ""
+        assert env["PATH_INFO"] == "/h/x"
+    finally:
+        srv.stop()
+
+
+def test_working_dir_defaults_to_caddy_cwd(start_caddy):
+    sites = 'http://:@PORT@ {\n\tpython {\n\t\tmodule_wsgi "main:app"\n\t}\n}\n'
+    srv = start_caddy("default-cwd", sites=sites, cwd=A)
+    try:
+        assert httpx.get(srv.url("/"), timeout=10).text == "site-a from iso_a"
+        assert httpx.get(srv.url("/cwd"), timeout=10).text == str(A)
+    finally:
+        srv.stop()
+
+
+def test_working_dir_is_the_apps_cwd(start_caddy, tmp_path):
+    srv = start_caddy("explicit-cwd", sites="http://:@PORT@ {\n" + python_block("main:app", B, venv=False) + "\n}\n",
+                      cwd=tmp_path)
+    try:
+        assert httpx.get(srv.url("/"), timeout=10).text.startswith("site-b")
+        assert httpx.get(srv.url("/cwd"), timeout=10).text == str(B)
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def marker_venv(tmp_path, venv_dir):
+    """A fresh venv whose site-packages holds a module and a .pth file."""
+    v = tmp_path / "marker-venv"
+    subprocess.run([str(VENV_PYTHON), "-m", "venv", "--without-pip", str(v)], check=True, timeout=60)
+    site = subprocess.run([str(v / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    (tmp_path / "pth-target").mkdir()
+    (tmp_path / "pth-target" / "pth_marker_mod.py").write_text("VALUE = 'from-pth'\n")
+    with open(f"{site}/venv_marker_mod.py", "w") as f:
+        f.write("VALUE = 'from-venv-site-packages'\n")
+    with open(f"{site}/caddysnake_marker.pth", "w") as f:
+        f.write(str(tmp_path / "pth-target") + "\n")
+    app = tmp_path / "venv-app"
+    app.mkdir()
+    (app / "main.py").write_text(textwrap.dedent("""
+        import venv_marker_mod
+        import pth_marker_mod
+
+
+        def app(environ, start_response):
+            body = (venv_marker_mod.VALUE + "|" + pth_marker_mod.VALUE).encode()
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [body]
+    """))
+    return v, app
+
+
+def test_venv_site_packages_and_pth(start_caddy, marker_venv):
+    v, app = marker_venv
+    sites = ("http://:@PORT@ {\n\tpython {\n\t\tmodule_wsgi \"main:app\"\n"
+             f"\t\tworking_dir \"{app}\"\n\t\tvenv \"{v}\"\n\t}}\n}}\n")
+    srv = start_caddy("venv", sites=sites)
+    try:
+        assert httpx.get(srv.url("/"), timeout=10).text == "from-venv-site-packages|from-pth"
+    finally:
+        srv.stop()

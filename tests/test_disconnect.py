@@ -1,0 +1,62 @@
+"""A client that goes away mid-stream: the app's iterable is closed promptly."""
+
+import socket
+import time
+import uuid
+
+import httpx
+import pytest
+
+from conftest import read_events, wait_until
+
+
+def read_first_chunk_and_close(port, path, marker: bytes, timeout=10.0):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while marker not in buf.partition(b"\r\n\r\n")[2]:
+            assert time.monotonic() < deadline, f"first chunk not received in {timeout}s: {buf[:300]!r}"
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            c = s.recv(4096)
+            assert c, f"server closed before the first chunk: {buf[:300]!r}"
+            buf += c
+        assert buf.startswith(b"HTTP/1.1 200"), buf[:200]
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("kind,event", [("stream", "closed"), ("genstream", "gen-finally")])
+def test_disconnect_mid_stream_closes_iterable(raw_server, kind, event):
+    ident = uuid.uuid4().hex[:12]
+    read_first_chunk_and_close(raw_server.port, f"/close/{kind}?id={ident}&delay=0.02",
+                               b"c0;" if kind == "stream" else b"g0;")
+    t0 = time.monotonic()
+
+    def closed():
+        evs = read_events(raw_server.base_url, ident)
+        return evs if f"{event}:{ident}" in evs else None
+
+    evs = wait_until(closed, 5.0, interval=0.1, message=f"{event}:{ident} after client disconnect")
+    assert f"timeout:{ident}" not in evs, "the stream ran to its own time limit instead of stopping"
+    assert f"started:{ident}" in evs
+    assert time.monotonic() - t0 < 5.0
+    # the server is fine afterwards
+    assert httpx.get(raw_server.url("/hello"), timeout=10).text == "hello world"
+
+
+def test_many_disconnects_do_not_leak_threads(raw_server):
+    """Ten abandoned streams must not eat the 8-thread pool."""
+    idents = [uuid.uuid4().hex[:12] for _ in range(10)]
+    for ident in idents:
+        read_first_chunk_and_close(raw_server.port, f"/close/stream?id={ident}&delay=0.02", b"c0;")
+
+    def all_closed():
+        return all(f"closed:{i}" in read_events(raw_server.base_url, i) for i in idents)
+
+    wait_until(all_closed, 8.0, interval=0.2, message="all abandoned streams closed")
+    t0 = time.monotonic()
+    r = httpx.get(raw_server.url("/hello"), timeout=10)
+    assert r.status_code == 200
+    assert time.monotonic() - t0 < 2.0

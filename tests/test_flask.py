@@ -1,0 +1,157 @@
+"""A real Flask app: JSON, forms, multipart uploads, streaming, errors, url_for."""
+
+import hashlib
+import random
+import time
+import uuid
+
+import httpx
+import pytest
+
+from conftest import APPS_DIR, python_block
+
+FLASK_DIR = APPS_DIR / "flask_app"
+
+
+@pytest.fixture(scope="module")
+def flask_server(start_caddy, venv_dir):
+    sites = ("http://:@PORT@ {\n\troute {\n"
+             + python_block("main:app", FLASK_DIR, indent="\t\t", threads=4) + "\n\t}\n}\n")
+    srv = start_caddy("flask", sites=sites)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def flask_prefix_server(start_caddy, venv_dir):
+    sites = ("http://:@PORT@ {\n\thandle_path /prefix/* {\n"
+             + python_block("main:app", FLASK_DIR, indent="\t\t") + "\n\t}\n}\n")
+    srv = start_caddy("flask-prefix", sites=sites)
+    yield srv
+    srv.stop()
+
+
+def test_json_roundtrip(flask_server):
+    payload = {"numbers": [1, 2, 3.5], "text": "caf\u00e9 \u2603", "nested": {"a": [None, True]}}
+    r = httpx.post(flask_server.url("/json"), json=payload, timeout=10)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    data = r.json()
+    assert data["received"] == payload
+    assert data["total"] == 6.5
+    assert data["content_type"] == "application/json"
+
+
+def test_bad_json_is_400(flask_server):
+    r = httpx.post(flask_server.url("/json"), content=b"{not json",
+                   headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400
+
+
+def test_form_post(flask_server):
+    r = httpx.post(flask_server.url("/form?q=1&q=2"),
+                   data={"name": "J\u00fcrgen", "tags": ["a", "b c"], "empty": ""}, timeout=10)
+    assert r.status_code == 200
+    data = r.json()
+    assert data["form"] == {"name": ["J\u00fcrgen"], "tags": ["a", "b c"], "empty": [""]}
+    assert data["args"] == {"q": ["1", "2"]}
+
+
+def test_multipart_upload_large(flask_server):
+    big = random.Random(3).randbytes(6 * 1024 * 1024 + 11)
+    small = b"tiny file\n"
+    r = httpx.post(
+        flask_server.url("/upload"),
+        data={"note": "hello \u00e9"},
+        files={"file": ("big.bin", big, "application/octet-stream"),
+               "other": ("small.txt", small, "text/plain")},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text[:1000]
+    data = r.json()
+    assert data["fields"] == {"note": "hello \u00e9"}
+    assert data["files"]["file"] == {"filename": "big.bin", "content_type": "application/octet-stream",
+                                     "size": len(big), "sha256": hashlib.sha256(big).hexdigest()}
+    assert data["files"]["other"]["sha256"] == hashlib.sha256(small).hexdigest()
+    assert data["files"]["other"]["filename"] == "small.txt"
+
+
+def test_streaming_response_is_incremental(flask_server):
+    n, delay = 5, 0.4
+    arrivals = []
+    t0 = time.monotonic()
+    with httpx.stream("GET", flask_server.url(f"/stream?n={n}&delay={delay}"), timeout=20) as r:
+        assert r.status_code == 200
+        assert "content-length" not in r.headers
+        body = b""
+        for chunk in r.iter_raw():
+            if chunk:
+                arrivals.append((time.monotonic() - t0, chunk))
+                body += chunk
+    total = time.monotonic() - t0
+    assert body == b"".join(f"chunk-{i}\n".encode() for i in range(n))
+    first = arrivals[0][0]
+    assert total >= (n - 1) * delay * 0.9, f"stream finished too fast ({total:.2f}s)"
+    assert first < total / 2, f"first chunk at {first:.2f}s of {total:.2f}s: response was buffered"
+    assert first < 1.0
+    assert len(arrivals) >= 3, f"body arrived in {len(arrivals)} pieces: not streamed"
+
+
+def test_exception_500_traceback_and_recovery(flask_server):
+    ident = uuid.uuid4().hex[:12]
+    mark = flask_server.log_mark()
+    r = httpx.get(flask_server.url(f"/raise?id={ident}"), timeout=10)
+    assert r.status_code == 500
+    assert ident not in r.text
+    log = flask_server.wait_for_log(f"flask-boom-{ident}", "Traceback", since=mark)
+    assert "ValueError" in log
+    r2 = httpx.get(flask_server.url("/hello-world"), timeout=10)
+    assert r2.status_code == 200
+    assert r2.text == "Hello world!"
+
+
+def test_url_for_at_root(flask_server):
+    data = httpx.get(flask_server.url("/urls"), timeout=10).json()
+    assert data["hello"] == "/hello-world"
+    assert data["hello_external"] == f"http://127.0.0.1:{flask_server.port}/hello-world"
+    assert data["script_root"] == ""
+    assert data["path"] == "/urls"
+    assert data["remote_addr"] == "127.0.0.1"
+
+
+def test_url_for_under_handle_path(flask_prefix_server):
+    port = flask_prefix_server.port
+    data = httpx.get(flask_prefix_server.url("/prefix/urls?x=1"), timeout=10).json()
+    assert data["hello"] == "/prefix/hello-world"
+    assert data["hello_external"] == f"http://127.0.0.1:{port}/prefix/hello-world"
+    assert data["script_root"] == "/prefix"
+    assert data["path"] == "/urls"
+    assert data["full_path"] == "/urls?x=1"
+    assert data["url"] == f"http://127.0.0.1:{port}/prefix/urls?x=1"
+
+
+def test_redirect_under_handle_path(flask_prefix_server):
+    r = httpx.get(flask_prefix_server.url("/prefix/go"), timeout=10)
+    assert r.status_code == 302
+    assert r.headers["location"] == "/prefix/hello-world"
+    r2 = httpx.get(flask_prefix_server.url("/prefix/go"), timeout=10, follow_redirects=True)
+    assert r2.status_code == 200
+    assert r2.text == "Hello world!"
+
+
+def test_session_cookie_roundtrip(flask_server):
+    with httpx.Client(timeout=10) as c:
+        assert c.get(flask_server.url("/session/set?v=s3cr%C3%A9t")).text == "stored"
+        assert "session" in c.cookies
+        assert c.get(flask_server.url("/session/get")).text == "s3cr\u00e9t"
+    assert httpx.get(flask_server.url("/session/get"), timeout=10).text == "<none>"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH"])
+def test_methods(flask_server, method):
+    r = httpx.request(method, flask_server.url("/method"), timeout=10,
+                      content=b"payload" if method not in ("GET", "DELETE") else None)
+    assert r.status_code == 200
+    assert r.json()["method"] == method
+    if method not in ("GET", "DELETE"):
+        assert r.json()["body"] == "payload"

@@ -1,0 +1,52 @@
+"""Apps with the same module name in different working_dirs stay separate."""
+
+import httpx
+import pytest
+
+from conftest import APPS_DIR, python_block
+
+A, B = APPS_DIR / "iso_a", APPS_DIR / "iso_b"
+
+
+@pytest.fixture(scope="module")
+def two_sites(start_caddy):
+    sites = ("http://:@PORT0@ {\n" + python_block("main:app", A, venv=False) + "\n}\n"
+             "http://:@PORT1@ {\n" + python_block("main:app", B, venv=False) + "\n}\n")
+    srv = start_caddy("iso", sites=sites, nports=2)
+    yield srv
+    srv.stop()
+
+
+def test_two_sites_same_module_name(two_sites):
+    for _ in range(3):
+        a = httpx.get(two_sites.url("/", 0), timeout=10)
+        b = httpx.get(two_sites.url("/", 1), timeout=10)
+        assert (a.status_code, a.text) == (200, "site-a from iso_a")
+        assert (b.status_code, b.text) == (200, "site-b, a different module with a longer body from iso_b")
+
+
+def test_two_handlers_in_one_site(start_caddy):
+    sites = ("http://:@PORT@ {\n"
+             "\thandle_path /a/* {\n" + python_block("main:app", A, venv=False, indent="\t\t") + "\n\t}\n"
+             "\thandle_path /b/* {\n" + python_block("main:app", B, venv=False, indent="\t\t") + "\n\t}\n"
+             "\thandle {\n\t\trespond \"fallback\" 200\n\t}\n}\n")
+    srv = start_caddy("iso-one-site", sites=sites)
+    try:
+        assert httpx.get(srv.url("/a/x"), timeout=10).text == "site-a from iso_a"
+        assert httpx.get(srv.url("/b/x"), timeout=10).text == "site-b, a different module with a longer body from iso_b"
+        assert httpx.get(srv.url("/other"), timeout=10).text == "fallback"
+    finally:
+        srv.stop()
+
+
+def test_same_app_in_two_handlers(start_caddy):
+    """The same module from the same working_dir behind two routes."""
+    sites = ("http://:@PORT@ {\n"
+             "\thandle_path /one/* {\n" + python_block("main:app", A, venv=False, indent="\t\t") + "\n\t}\n"
+             "\thandle {\n" + python_block("main:app", A, venv=False, indent="\t\t") + "\n\t}\n}\n")
+    srv = start_caddy("same-app-twice", sites=sites)
+    try:
+        assert httpx.get(srv.url("/one/x"), timeout=10).text == "site-a from iso_a"
+        assert httpx.get(srv.url("/x"), timeout=10).text == "site-a from iso_a"
+    finally:
+        srv.stop()

@@ -1,0 +1,249 @@
+"""wsgi.input: every reading method returns exactly the bytes the client sent."""
+
+import hashlib
+import io
+import json
+import random
+import socket
+import time
+
+import httpx
+import pytest
+
+SMALL_LINES = (
+    b"first line\n"
+    b"\n"
+    b"a much longer second line that is longer than any small n used by the tests\n"
+    b"binary \x00\x01\xff\xfe bytes\r\n"
+    b"x\n"
+    b"no trailing newline at the end"
+)
+
+
+def text_lines_body(n_lines=5000, seed=1):
+    rnd = random.Random(seed)
+    out = io.BytesIO()
+    for i in range(n_lines):
+        out.write(f"{i}:".encode() + bytes(rnd.choice(b"abcdefghij") for _ in range(rnd.randint(0, 120))) + b"\n")
+    out.write(b"tail-without-newline")
+    return out.getvalue()
+
+
+BIG_BINARY = random.Random(42).randbytes(3 * 1024 * 1024 + 17)
+MEDIUM_TEXT = text_lines_body()
+
+BODIES = {
+    "empty": b"",
+    "small": SMALL_LINES,
+    "medium_text": MEDIUM_TEXT,
+}
+
+
+def chunked(data, size=7919):
+    def gen():
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
+    return gen()
+
+
+def post(server, path, data, *, use_chunked, params=None):
+    content = chunked(data) if use_chunked else data
+    r = httpx.post(server.url(path), content=content, params=params, timeout=30,
+                   headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 200, (r.status_code, r.text[:2000])
+    return r.json()
+
+
+def reference(fn, data):
+    buf = io.BytesIO(data)
+    out = []
+    for _ in range(10_000_000):
+        item = fn(buf)
+        if not item:
+            return out
+        out.append(item)
+    raise AssertionError("reference loop did not terminate")
+
+
+def check_summary(res, expected_chunks):
+    data = b"".join(expected_chunks)
+    assert res["len"] == len(data)
+    assert res["sha256"] == hashlib.sha256(data).hexdigest()
+    assert res["types"] in ([], ["bytes"])
+    if "chunks" in res:
+        assert [c.encode("latin-1") for c in res["chunks"]] == expected_chunks
+
+
+TRANSFER = [pytest.param(False, id="content-length"), pytest.param(True, id="chunked")]
+
+
+@pytest.mark.parametrize("use_chunked", TRANSFER)
+@pytest.mark.parametrize("body", list(BODIES) + ["big_binary"])
+def test_read_all(raw_server, body, use_chunked):
+    data = BIG_BINARY if body == "big_binary" else BODIES[body]
+    res = post(raw_server, "/input/read", data, use_chunked=use_chunked)
+    assert res["len"] == len(data)
+    assert res["sha256"] == hashlib.sha256(data).hexdigest()
+    # after EOF, read() and read(n) keep returning b""
+    assert res["again"] == 0
+    assert res["again_n"] == 0
+
+
+@pytest.mark.parametrize("use_chunked", TRANSFER)
+def test_read_negative_size(raw_server, use_chunked):
+    res = post(raw_server, "/input/read_neg", SMALL_LINES, use_chunked=use_chunked)
+    check_summary(res, [SMALL_LINES])
+
+
+@pytest.mark.parametrize("use_chunked", TRANSFER)
+@pytest.mark.parametrize("n", [1, 7, 4096, 65536])
+def test_read_n_loop(raw_server, n, use_chunked):
+    data = MEDIUM_TEXT[:20000] if n == 1 else MEDIUM_TEXT if n < 4096 else BIG_BINARY
+    res = post(raw_server, "/input/read_n", data, use_chunked=use_chunked, params={"n": n})
+    assert res["overflow"] is False
+    assert res["len"] == len(data)
+    assert res["sha256"] == hashlib.sha256(data).hexdigest()
+    assert all(0 < L <= n for L in res["lens"]), "read(n) returned more than n bytes or an empty chunk"
+
+
+@pytest.mark.parametrize("use_chunked", TRANSFER)
+@pytest.mark.parametrize("body", list(BODIES))
+def test_readline(raw_server, body, use_chunked):
+    data = BODIES[body]
+    res = post(raw_server, "/input/readline", data, use_chunked=use_chunked)
+    assert res["overflow"] is False
+    check_summary(res, reference(lambda b: b.readline(), data))
+
+
+@pytest.mark.parametrize("use_chunked", TRANSFER)
+@pytest.mark.parametrize("n", [1, 5, 64])
+def test_readline_n(raw_server, n, use_chunked):
+    for data in (SMALL_LINES, MEDIUM_TEXT[:20000] if n == 1 else MEDIUM_TEXT):
+        res = post(raw_server, "/input/readline_n", data, use_chunked=use_chunked, params={"n": n})
+        assert res["overflow"] is False
+        check_summary(res, reference(lambda b: b.readline(n), data))
+
+
+@pytest.mark.parametrize("use_chunked", TRANSFER)
+@pytest.mark.parametrize("body", list(BODIES))
+def test_readlines(raw_server, body, use_chunked):
+    data = BODIES[body]
+    res = post(raw_server, "/input/readlines", data, use_chunked=use_chunked)
+    check_summary(res, data.splitlines(keepends=True))
+
+
+@pytest.mark.parametrize("use_chunked", TRANSFER)
+@pytest.mark.parametrize("body", list(BODIES))
+def test_iteration(raw_server, body, use_chunked):
+    data = BODIES[body]
+    res = post(raw_server, "/input/iter", data, use_chunked=use_chunked)
+    assert res["overflow"] is False
+    check_summary(res, data.splitlines(keepends=True))
+
+
+@pytest.mark.parametrize("use_chunked", TRANSFER)
+def test_mixed_methods_share_one_buffer(raw_server, use_chunked):
+    data = b"line one\nabcdefgh\nrest of line\n\x00tail\nend"
+    res = post(raw_server, "/input/mixed", data, use_chunked=use_chunked)
+    buf = io.BytesIO(data)
+    expected = [buf.readline(), buf.read(3), buf.readline(2), buf.readline(), buf.read()]
+    assert [p.encode("latin-1") for p in res["parts"]] == expected
+
+
+def test_echo_binary_roundtrip(raw_server):
+    r = httpx.post(raw_server.url("/echo"), content=BIG_BINARY, timeout=30,
+                   headers={"Content-Type": "application/x-binary"})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/x-binary"
+    assert r.content == BIG_BINARY
+
+
+def test_reads_stop_at_content_length(raw_server):
+    """The client keeps the connection open after the body: the app's read()
+    and read(n > CONTENT_LENGTH) must return the declared bytes, not wait for more."""
+    for path in ("/input/read", "/input/read_n?n=1000", "/input/readline", "/input/readlines",
+                 "/input/iter"):
+        req = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+               f"Content-Length: 11\r\n\r\n").encode() + b"hello\nworld"
+        with socket.create_connection(("127.0.0.1", raw_server.port), timeout=10) as s:
+            s.sendall(req)
+            buf = b""
+            deadline = time.monotonic() + 10
+            while True:
+                assert time.monotonic() < deadline, f"{path}: no complete response in 10s, got {buf!r}"
+                head_end = buf.find(b"\r\n\r\n")
+                if head_end >= 0:
+                    head = buf[:head_end].decode("latin-1").lower()
+                    cl = [int(L.split(":", 1)[1]) for L in head.split("\r\n") if L.startswith("content-length:")]
+                    if cl and len(buf) >= head_end + 4 + cl[0]:
+                        break
+                s.settimeout(max(0.1, deadline - time.monotonic()))
+                try:
+                    c = s.recv(65536)
+                except socket.timeout:
+                    continue
+                assert c, f"{path}: connection closed early, got {buf!r}"
+                buf += c
+        assert buf.startswith(b"HTTP/1.1 200"), buf[:300]
+        res = json.loads(buf[head_end + 4:])
+        assert res["len"] == 11, (path, res)
+        assert res["sha256"] == hashlib.sha256(b"hello\nworld").hexdigest(), (path, res)
+
+
+def test_expect_100_continue(raw_server):
+    """The server answers 100 Continue before the app reads, then reads the body."""
+    payload = b"sent only after 100 Continue\n" * 100
+    with socket.create_connection(("127.0.0.1", raw_server.port), timeout=10) as s:
+        s.sendall((f"POST /input/read HTTP/1.1\r\nHost: x\r\nContent-Length: {len(payload)}\r\n"
+                   f"Expect: 100-continue\r\nConnection: close\r\n\r\n").encode())
+        buf = b""
+        deadline = time.monotonic() + 10
+        while b"\r\n\r\n" not in buf:
+            assert time.monotonic() < deadline, f"no interim response: {buf!r}"
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            c = s.recv(4096)
+            assert c, f"closed before 100 Continue: {buf!r}"
+            buf += c
+        assert buf.startswith(b"HTTP/1.1 100 Continue"), buf[:200]
+        rest = buf.split(b"\r\n\r\n", 1)[1]
+        s.sendall(payload)
+        while True:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            c = s.recv(65536)
+            if not c:
+                break
+            rest += c
+    head, _, body = rest.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), rest[:300]
+    res = json.loads(body)
+    assert res["len"] == len(payload)
+    assert res["sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_unread_request_body_then_keepalive(raw_server):
+    """The app ignores a large body; the next request on the connection still works."""
+    with httpx.Client(timeout=30) as c:
+        for _ in range(3):
+            r = c.post(raw_server.url("/hello"), content=BIG_BINARY)
+            assert r.status_code == 200
+            assert r.text == "hello world"
+            r = c.get(raw_server.url("/env/after"))
+            assert r.status_code == 200
+            assert r.json()["environ"]["PATH_INFO"] == "/env/after"
+
+
+def test_slow_chunked_upload(raw_server):
+    """read() blocks until the whole body arrived, across pauses in the upload."""
+    pieces = [b"first-", b"second-", b"third"]
+
+    def gen():
+        for i, p in enumerate(pieces):
+            if i:
+                time.sleep(0.3)
+            yield p
+
+    r = httpx.post(raw_server.url("/input/read"), content=gen(), timeout=30)
+    assert r.status_code == 200
+    data = b"".join(pieces)
+    assert r.json()["sha256"] == hashlib.sha256(data).hexdigest()
+    assert r.json()["len"] == len(data)

@@ -1,0 +1,368 @@
+"""Response side of the bridge: start_response, write(), iterables, close(),
+file_wrapper, bodiless statuses, Content-Length and header validation."""
+
+import hashlib
+import random
+import uuid
+
+import httpx
+import pytest
+
+from conftest import read_events, wait_until
+
+
+def req(path: str, method: str = "GET", extra: str = "") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n".encode()
+
+
+def assert_still_serving(server):
+    r = httpx.get(server.url("/hello"), timeout=10)
+    assert r.status_code == 200
+    assert r.text == "hello world"
+
+
+# ---------------------------------------------------------------- basic
+
+
+def test_hello(raw_server):
+    r = httpx.get(raw_server.url("/hello"), timeout=10)
+    assert r.status_code == 200
+    assert r.text == "hello world"
+    assert r.headers["content-type"] == "text/plain; charset=utf-8"
+    assert r.headers["content-length"] == "11"
+
+
+def test_write_callable(raw_server):
+    r = httpx.get(raw_server.url("/write"), timeout=10)
+    assert r.status_code == 200
+    assert r.text == "part1-part2-part3"
+
+
+def test_write_callable_only(raw_server):
+    r = httpx.get(raw_server.url("/write_only"), timeout=10)
+    assert r.status_code == 200
+    assert r.text == "only-write"
+
+
+def test_multiple_headers_preserved(raw_server):
+    resp = raw_server.raw(req("/multi_headers"))
+    assert resp.status == 200
+    assert resp.header_list("Set-Cookie") == ["a=1; Path=/", "b=2; Path=/"]
+    assert resp.header_list("X-Dup") == ["one", "two"]
+    assert resp.body == b"ok"
+
+
+@pytest.mark.parametrize("code,reason", [(201, "Created"), (404, "Not Found"), (418, "I'm a teapot")])
+def test_status_codes(raw_server, code, reason):
+    resp = raw_server.raw(req(f"/status?code={code}&body=1"))
+    assert resp.status == code
+    assert resp.header("X-Status-Test") == str(code)
+    assert resp.body == b"this body must not be sent"  # a normal status keeps its body
+
+
+def test_large_streamed_response(raw_server):
+    size = 8 * 1024 * 1024 + 123
+    r = httpx.get(raw_server.url(f"/big?size={size}"), timeout=60)
+    assert r.status_code == 200
+    block = bytes(range(256)) * 256
+    expected = (block * (size // len(block) + 1))[:size]
+    assert len(r.content) == size
+    assert hashlib.sha256(r.content).hexdigest() == hashlib.sha256(expected).hexdigest()
+
+
+# ---------------------------------------------------------------- empty yields / exc_info
+
+
+def test_empty_strings_before_body(raw_server):
+    r = httpx.get(raw_server.url("/empty_yields"), timeout=10)
+    assert r.status_code == 200
+    assert r.text == "body-end"
+
+
+def test_start_response_exc_info_before_body_replaces_headers(raw_server):
+    r = httpx.get(raw_server.url("/exc_info_before"), timeout=10)
+    assert r.status_code == 503
+    assert r.headers.get("x-replaced") == "yes"
+    assert "x-before" not in r.headers
+    assert r.text == "replaced body"
+
+
+def test_exc_info_after_empty_yields_still_replaces(raw_server):
+    """Headers are not sent until the first non-empty chunk (PEP 3333)."""
+    r = httpx.get(raw_server.url("/empty_then_replace"), timeout=10)
+    assert r.status_code == 503
+    assert r.headers.get("x-replaced") == "yes"
+    assert "x-before" not in r.headers
+    assert r.text == "replaced after empty"
+
+
+def test_exc_info_after_headers_sent_aborts(raw_server):
+    ident = uuid.uuid4().hex[:12]
+    mark = raw_server.log_mark()
+    resp = raw_server.raw(req(f"/exc_info_after?id={ident}"))
+    # the response must not look complete: either nothing, or the 200 head and
+    # the first chunk, but never the chunked terminator nor later data
+    assert not resp.complete, f"aborted response looks complete: {resp.raw[:500]!r}"
+    if resp.status is not None:
+        assert resp.status == 200
+        assert b"SHOULD-NOT-BE-SENT" not in resp.raw
+    events = read_events(raw_server.base_url, ident)
+    assert f"exc-info-not-reraised:{ident}" not in events
+    raw_server.wait_for_log(f"exc-info-after-{ident}", since=mark)
+    assert_still_serving(raw_server)
+
+
+def test_second_start_response_without_exc_info_is_error(raw_server):
+    r = httpx.get(raw_server.url("/double_start"), timeout=10)
+    assert r.status_code == 500
+    assert "second start_response was accepted" not in r.text
+    assert_still_serving(raw_server)
+
+
+# ---------------------------------------------------------------- exceptions
+
+
+def test_exception_gives_500_and_traceback(raw_server):
+    ident = uuid.uuid4().hex[:12]
+    mark = raw_server.log_mark()
+    r = httpx.get(raw_server.url(f"/raise?id={ident}"), timeout=10)
+    assert r.status_code == 500
+    assert f"app-boom-{ident}" not in r.text  # no traceback leaked to the client
+    log = raw_server.wait_for_log(f"app-boom-{ident}", "Traceback", since=mark)
+    assert "RuntimeError" in log
+    assert_still_serving(raw_server)
+
+
+def test_exception_after_start_response_before_body(raw_server):
+    ident = uuid.uuid4().hex[:12]
+    mark = raw_server.log_mark()
+    r = httpx.get(raw_server.url(f"/raise_after_start?id={ident}"), timeout=10)
+    assert r.status_code == 500
+    raw_server.wait_for_log(f"app-boom-after-start-{ident}", "Traceback", since=mark)
+    assert_still_serving(raw_server)
+
+
+def test_many_exceptions_do_not_break_server(raw_server):
+    with httpx.Client(timeout=10) as c:
+        for i in range(30):
+            assert c.get(raw_server.url(f"/raise?id=many{i}")).status_code == 500
+            assert c.get(raw_server.url("/hello")).status_code == 200
+
+
+# ---------------------------------------------------------------- close()
+
+
+def wait_events(server, ident, needed, timeout=10.0):
+    def check():
+        evs = read_events(server.base_url, ident)
+        return evs if all(n in evs for n in needed) else None
+    return wait_until(check, timeout, interval=0.1, message=f"events {needed}")
+
+
+def test_close_called_after_normal_iteration(raw_server):
+    ident = uuid.uuid4().hex[:12]
+    r = httpx.get(raw_server.url(f"/close/normal?id={ident}"), timeout=10)
+    assert r.status_code == 200
+    assert r.content == b"c0;" + b"." * 13 + b"c1;" + b"." * 13 + b"c2;" + b"." * 13
+    evs = wait_events(raw_server, ident, [f"exhausted:{ident}", f"closed:{ident}"])
+    assert evs.count(f"closed:{ident}") == 1
+    assert_still_serving(raw_server)
+    assert read_events(raw_server.base_url, ident).count(f"closed:{ident}") == 1
+
+
+def test_close_called_when_iteration_raises(raw_server):
+    ident = uuid.uuid4().hex[:12]
+    mark = raw_server.log_mark()
+    resp = raw_server.raw(req(f"/close/error?id={ident}&fail_at=2"))
+    # two chunks went out, then the app failed: the response must be cut short
+    assert not resp.complete, resp.raw[:500]
+    evs = wait_events(raw_server, ident, [f"closed:{ident}"])
+    assert evs.count(f"closed:{ident}") == 1
+    assert f"exhausted:{ident}" not in evs
+    raw_server.wait_for_log(f"tracked-failure-{ident}", since=mark)
+    assert_still_serving(raw_server)
+
+
+def test_close_called_when_iteration_raises_before_first_chunk(raw_server):
+    ident = uuid.uuid4().hex[:12]
+    r = httpx.get(raw_server.url(f"/close/error?id={ident}&fail_at=0"), timeout=10)
+    assert r.status_code == 500
+    evs = wait_events(raw_server, ident, [f"closed:{ident}"])
+    assert evs.count(f"closed:{ident}") == 1
+
+
+# ---------------------------------------------------------------- file_wrapper
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("files") / "big.bin"
+    data = random.Random(7).randbytes(8 * 1024 * 1024 + 5)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest(), len(data)
+
+
+@pytest.mark.parametrize("cl", ["0", "1"], ids=["no-content-length", "content-length"])
+def test_file_wrapper_large_file(raw_server, big_file, cl):
+    path, digest, size = big_file
+    r = httpx.get(raw_server.url("/file_wrapper"), params={"path": str(path), "cl": cl}, timeout=60)
+    assert r.status_code == 200
+    assert len(r.content) == size
+    assert hashlib.sha256(r.content).hexdigest() == digest
+    if cl == "1":
+        assert r.headers["content-length"] == str(size)
+
+
+def test_file_wrapper_small_file(raw_server, tmp_path):
+    p = tmp_path / "small.txt"
+    p.write_bytes(b"small file content\n")
+    r = httpx.get(raw_server.url("/file_wrapper"), params={"path": str(p), "cl": "1"}, timeout=10)
+    assert r.status_code == 200
+    assert r.content == b"small file content\n"
+
+
+def test_file_wrapper_bytesio(raw_server):
+    """BytesIO has fileno() that raises: a sendfile fast path must fall back."""
+    r = httpx.get(raw_server.url("/file_wrapper"), params={"kind": "bytesio", "size": "50000"}, timeout=10)
+    assert r.status_code == 200
+    assert r.content == (b"bytesio-content-" * 4096)[:50000]
+
+
+def test_file_wrapper_read_only_filelike_closed(raw_server):
+    ident = uuid.uuid4().hex[:12]
+    r = httpx.get(raw_server.url("/file_wrapper"),
+                  params={"kind": "readonly", "size": "70000", "id": ident}, timeout=10)
+    assert r.status_code == 200
+    assert r.content == (b"readonly-content-" * 4096)[:70000]
+    # the wrapper's close() must call the file-like object's close()
+    wait_events(raw_server, ident, [f"filelike-closed:{ident}"])
+
+
+# ---------------------------------------------------------------- bodiless responses
+
+
+def test_head_sends_no_body(raw_server):
+    resp = raw_server.raw(req("/hello", method="HEAD"), head_request=True)
+    assert resp.status == 200
+    assert resp.after_headers == b""
+    assert resp.header("Content-Length") in (None, "11")
+
+
+def test_head_streaming_sends_no_body(raw_server):
+    resp = raw_server.raw(req("/big?size=100000", method="HEAD"), head_request=True)
+    assert resp.status == 200
+    assert resp.after_headers == b""
+
+
+def test_head_on_keepalive_connection_keeps_framing(raw_server):
+    """After a HEAD response the next response on the same connection must parse."""
+    data = (b"HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    resp = raw_server.raw(data, head_request=True)
+    assert resp.status == 200
+    second = resp.after_headers
+    assert second.startswith(b"HTTP/1.1 200"), second[:200]
+    assert second.endswith(b"hello world")
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_no_body_statuses_keepalive_framing(raw_server, code):
+    data = (f"GET /status?code={code}&body=0 HTTP/1.1\r\nHost: x\r\n\r\n"
+            f"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").encode()
+    resp = raw_server.raw(data, head_request=True)
+    assert resp.status == code
+    assert resp.header("X-Status-Test") == str(code)
+    assert resp.header("Transfer-Encoding") is None
+    # nothing between this response and the next one on the same connection
+    assert resp.after_headers.startswith(b"HTTP/1.1 200"), resp.after_headers[:200]
+    assert resp.after_headers.endswith(b"hello world")
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_no_body_statuses_drop_app_body(raw_server, code):
+    """The app (wrongly) returns a body with a bodiless status: none goes out."""
+    resp = raw_server.raw(req(f"/status?code={code}&body=1"), head_request=True)
+    assert resp.status == code
+    assert resp.header("Transfer-Encoding") is None
+    assert resp.after_headers == b""
+    assert_still_serving(raw_server)
+
+
+# ---------------------------------------------------------------- Content-Length
+
+
+def test_content_length_honoured(raw_server):
+    resp = raw_server.raw(req("/cl_exact"))
+    assert resp.status == 200
+    assert resp.header("Content-Length") == "5"
+    assert resp.header("Transfer-Encoding") is None
+    assert resp.after_headers == b"hello"
+
+
+def test_content_length_not_exceeded(raw_server):
+    resp = raw_server.raw(req("/cl_too_long"))
+    assert resp.status == 200
+    assert resp.header("Content-Length") == "5"
+    assert resp.after_headers == b"hello"
+    assert_still_serving(raw_server)
+
+
+def test_streaming_without_content_length_is_chunked(raw_server):
+    resp = raw_server.raw(req("/stream?n=3&delay=0"))
+    assert resp.status == 200
+    assert resp.chunked
+    assert resp.complete
+    assert resp.body == b"chunk-0;chunk-1;chunk-2;"
+
+
+# ---------------------------------------------------------------- invalid status / headers
+
+
+@pytest.mark.parametrize("kind", ["crlf_value", "lf_value", "cr_value", "nul_value", "crlf_name",
+                                  "crlf_status", "status_abc", "status_20", "status_no_reason_space"])
+def test_invalid_status_or_header_rejected(raw_server, kind):
+    resp = raw_server.raw(req(f"/bad?kind={kind}"))
+    assert resp.status == 500, resp.raw[:500]
+    assert resp.header("X-Injected") is None
+    head = resp.raw.split(b"\r\n\r\n", 1)[0]
+    assert b"X-Injected" not in head
+    assert b"bad response was sent" not in resp.raw
+    assert_still_serving(raw_server)
+
+
+def test_latin1_response_header_sent_as_latin1_bytes(raw_server):
+    resp = raw_server.raw(req("/latin1_header"))
+    assert resp.status == 200
+    head = resp.raw.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nX-Latin1: caf\xe9 \xa7\xff\r\n" in head + b"\r\n", head
+
+
+@pytest.mark.parametrize("path,what", [
+    ("/str_body", "iterable yields str instead of bytes"),
+    ("/return_none", "app returns None"),
+    ("/no_start_response", "start_response never called"),
+])
+def test_broken_app_results_are_500(raw_server, path, what):
+    r = httpx.get(raw_server.url(path), timeout=10)
+    assert r.status_code == 500, f"{what}: got {r.status_code} {r.text[:200]!r}"
+    assert "a str is not a bytestring" not in r.text
+    assert "body without start_response" not in r.text
+    assert_still_serving(raw_server)
+
+
+def test_dynamic_header_values_survive_gc(raw_server):
+    """Header str objects are freed right after start_response; the response
+    must still carry the original text (the bridge has to copy it)."""
+    bad = []
+    with httpx.Client(timeout=10) as c:
+        for j in range(5):
+            tag = f"seq{j}"
+            try:
+                r = c.get(raw_server.url(f"/dyn_headers?n=20&tag={tag}"))
+            except httpx.HTTPError as exc:
+                bad.append(f"{tag}: {exc!r}")
+                continue
+            expected = r.json()
+            assert r.headers.get("content-length") == str(len(r.content))
+            bad += [f"{tag}: {k}={r.headers.get(k)!r}" for k, v in expected.items() if r.headers.get(k) != v]
+    assert not bad, bad[:5]
