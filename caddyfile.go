@@ -32,8 +32,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    lifespan    on|off
 //	    venv        ./venv
 //	    working_dir ./app
-//	    threads     8
-//	    max_wait    30s
+//	    threads     8                 # WSGI
+//	    max_wait    30s               # WSGI
+//	    loop        auto|asyncio|uvloop  # ASGI
+//	    lifespan_timeout 60s          # ASGI
 //	}
 func (p *Python) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -87,8 +89,19 @@ func (p *Python) setOption(name, val string) error {
 			return caddyfileErr("max_wait must be a duration such as 30s, not %q", val)
 		}
 		p.MaxWait = caddy.Duration(dur)
+	case "loop":
+		if val != "auto" && val != "asyncio" && val != "uvloop" {
+			return caddyfileErr("loop must be auto, asyncio or uvloop, not %q", val)
+		}
+		p.Loop = val
+	case "lifespan_timeout":
+		dur, err := caddy.ParseDuration(val)
+		if err != nil || dur <= 0 {
+			return caddyfileErr("lifespan_timeout must be a duration such as 60s, not %q", val)
+		}
+		p.LifespanTimeout = caddy.Duration(dur)
 	default:
-		return caddyfileErr("unrecognized subdirective %q (known: module_wsgi, module_asgi, lifespan, venv, working_dir, threads, max_wait)", name)
+		return caddyfileErr("unrecognized subdirective %q (known: module_wsgi, module_asgi, lifespan, lifespan_timeout, loop, venv, working_dir, threads, max_wait)", name)
 	}
 	return nil
 }

@@ -358,8 +358,203 @@ static PyObject *mod_log(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+
+/* ---- ASGI: functions of `_caddysnake` used by caddysnake_py.asgi ---------
+ * All run on the event loop thread with the GIL held, and every Go callback
+ * they make is non-blocking (a channel send or a copy), so the GIL is not
+ * released around them: releasing and re-taking it would cost more. */
+
+/* Fill out[] with borrowed views of ASGI headers: an iterable of
+ * [name, value] byte-string pairs. The caller holds *keep (a new reference to
+ * the sequence) until Go has copied what it needs. GIL: held. Returns the
+ * count, or -1 with an exception set. */
+static Py_ssize_t asgi_headers(PyObject *headers, cs_str **out, cs_str *stack,
+                               PyObject **keep) {
+    *out = stack;
+    *keep = PySequence_Fast(headers, "headers must be an iterable of [name, value] pairs");
+    if (*keep == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(*keep);
+    if (n > CS_STACK_HEADERS && (*out = PyMem_Malloc(sizeof(cs_str) * 2 * (size_t)n)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(*keep);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = items[i];
+        if (!(PyTuple_Check(pair) || PyList_Check(pair)) || PySequence_Fast_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "each header must be a [name, value] pair");
+            return -1;
+        }
+        PyObject **kv = PySequence_Fast_ITEMS(pair);
+        for (int j = 0; j < 2; j++) {
+            if (!PyBytes_Check(kv[j])) {
+                PyErr_Format(PyExc_TypeError, "header names and values must be bytes, not %.100s",
+                             Py_TYPE(kv[j])->tp_name);
+                return -1;
+            }
+            (*out)[2 * i + j].p = PyBytes_AS_STRING(kv[j]);
+            (*out)[2 * i + j].n = (size_t)PyBytes_GET_SIZE(kv[j]);
+        }
+    }
+    return n;
+}
+
+/* asgi_headers(handle, kind, status, headers, flags): response start (kind 1),
+ * early hint (2) or trailers (3). Go validates and copies synchronously. */
+static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
+    unsigned long long handle;
+    int kind, status, flags;
+    PyObject *headers;
+    if (!PyArg_ParseTuple(args, "KiiOi", &handle, &kind, &status, &headers, &flags)) {
+        return NULL;
+    }
+    cs_str stack[CS_STACK_HEADERS * 2], *hdrs;
+    PyObject *keep = NULL;
+    Py_ssize_t n = asgi_headers(headers, &hdrs, stack, &keep);
+    long rc = n < 0 ? 0 : cs_go_asgi_headers((uintptr_t)handle, kind, status, hdrs, (size_t)n, flags);
+    if (hdrs != stack) {
+        PyMem_Free(hdrs);
+    }
+    Py_XDECREF(keep);
+    if (n < 0) {
+        return NULL;
+    }
+    if (rc != CS_OK) {
+        return raise_code(rc);
+    }
+    Py_RETURN_NONE;
+}
+
+/* asgi_body(handle, body, more): Go copies the bytes and queues the write. */
+static PyObject *mod_asgi_body(PyObject *self, PyObject *args) {
+    unsigned long long handle;
+    Py_buffer body;
+    int more;
+    if (!PyArg_ParseTuple(args, "Ky*p", &handle, &body, &more)) {
+        return NULL;
+    }
+    long rc = cs_go_asgi_body((uintptr_t)handle, (char *)body.buf, (size_t)body.len, more);
+    PyBuffer_Release(&body);
+    if (rc != CS_OK) {
+        return raise_code(rc);
+    }
+    Py_RETURN_NONE;
+}
+
+/* asgi_signal(handle, what, arg): want-body (1), app-done (2, arg=failed),
+ * pathsend (3, arg unused; see asgi_pathsend). */
+static PyObject *mod_asgi_signal(PyObject *self, PyObject *args) {
+    unsigned long long handle;
+    int what, arg;
+    if (!PyArg_ParseTuple(args, "Kii", &handle, &what, &arg)) {
+        return NULL;
+    }
+    long rc = cs_go_asgi_signal((uintptr_t)handle, what, arg);
+    if (rc != CS_OK) {
+        return raise_code(rc);
+    }
+    Py_RETURN_NONE;
+}
+
+/* asgi_pathsend(handle, path: str): Go serves the file itself. */
+static PyObject *mod_asgi_pathsend(PyObject *self, PyObject *args) {
+    unsigned long long handle;
+    const char *path;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "Ks#", &handle, &path, &n)) {
+        return NULL;
+    }
+    long rc = cs_go_asgi_pathsend((uintptr_t)handle, (char *)path, (size_t)n);
+    if (rc != CS_OK) {
+        return raise_code(rc);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Split a packed scope buffer ([u32 len][bytes]...) into a tuple of bytes.
+ * GIL: held. owns: new reference or NULL. */
+static PyObject *scope_fields(const char *p, size_t len) {
+    const char *end = p + len;
+    Py_ssize_t count = 0;
+    for (const char *q = p; end - q >= 4;) {
+        uint32_t n;
+        memcpy(&n, q, 4);
+        q += 4 + n;
+        count++;
+    }
+    PyObject *t = PyTuple_New(count);
+    for (Py_ssize_t i = 0; t != NULL && i < count; i++) {
+        uint32_t n;
+        memcpy(&n, p, 4);
+        if ((size_t)(end - p - 4) < n) {
+            Py_DECREF(t);
+            PyErr_SetString(PyExc_SystemError, "corrupt scope buffer from Go");
+            return NULL;
+        }
+        PyObject *b = PyBytes_FromStringAndSize(p + 4, n);
+        if (b == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, b);
+        p += 4 + n;
+    }
+    return t;
+}
+
+/* asgi_take() -> list of (kind, handle, app, flags, data) for every queued
+ * event: one crossing for a whole batch. data is a tuple of bytes fields for
+ * CS_EV_NEW, bytes for CS_EV_BODY, else None. */
+#define CS_TAKE_BATCH 64
+static PyObject *mod_asgi_take(PyObject *self, PyObject *unused) {
+    PyObject *list = PyList_New(0);
+    cs_event evs[CS_TAKE_BATCH];
+    size_t got;
+    do {
+        got = cs_go_asgi_take(evs, CS_TAKE_BATCH);
+        for (size_t i = 0; i < got; i++) {
+            cs_event *e = &evs[i];
+            PyObject *data = NULL;
+            if (list != NULL) {
+                if (e->kind == CS_EV_NEW) {
+                    data = scope_fields(e->data, e->len);
+                } else if (e->kind == CS_EV_BODY) {
+                    data = PyBytes_FromStringAndSize(e->data, (Py_ssize_t)e->len);
+                } else {
+                    Py_INCREF(Py_None);
+                    data = Py_None;
+                }
+            }
+            free(e->data); /* ours now, whatever happens */
+            if (e->kind == CS_EV_RELEASE) {
+                /* Go's reference, dropped here so that every event queued
+                 * before it (which borrows app) has been decoded first. */
+                Py_XDECREF((PyObject *)e->app);
+                Py_XDECREF(data);
+                continue;
+            }
+            PyObject *item = data ? Py_BuildValue("(iKOiN)", e->kind, (unsigned long long)e->handle,
+                                                 e->app ? (PyObject *)e->app : Py_None,
+                                                 e->flags, data)
+                                  : NULL;
+            if (item == NULL || PyList_Append(list, item) < 0) {
+                Py_CLEAR(list);
+            }
+            Py_XDECREF(item);
+        }
+    } while (got == CS_TAKE_BATCH);
+    return list;
+}
+
 static PyMethodDef module_methods[] = {
     {"log", mod_log, METH_VARARGS, "log(level, message) to Caddy's logger"},
+    {"asgi_take", mod_asgi_take, METH_NOARGS, "Take every queued ASGI event."},
+    {"asgi_headers", mod_asgi_headers, METH_VARARGS, "Send response start/early hint/trailers."},
+    {"asgi_body", mod_asgi_body, METH_VARARGS, "Send response body bytes."},
+    {"asgi_signal", mod_asgi_signal, METH_VARARGS, "Ask for body / report the app done."},
+    {"asgi_pathsend", mod_asgi_pathsend, METH_VARARGS, "Serve a file as the response body."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -573,9 +768,10 @@ char *cs_bootstrap(void) {
 /* ------------------------------------------------------------------------ */
 
 cs_obj cs_load_app(const char *spec, const char *working_dir, const char *venv,
-                   char **err) {
+                   const char *kind, int lifespan, char **err) {
     PyGILState_STATE g = PyGILState_Ensure();
-    PyObject *app = PyObject_CallFunction(g_load_app, "sss", spec, working_dir, venv);
+    PyObject *app = PyObject_CallFunction(g_load_app, "ssssi", spec, working_dir, venv, kind,
+                                          lifespan);
     if (app == NULL) {
         *err = format_exception();
     }
@@ -676,4 +872,34 @@ void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
     Py_XDECREF((PyObject *)req);
     Py_XDECREF(environ);
     PyEval_SaveThread();
+}
+
+/* ------------------------------------------------------------------------ */
+/* 5. ASGI loop and lifespan                                                 */
+/* ------------------------------------------------------------------------ */
+
+char *cs_asgi_start_loop(int efd, const char *loop_kind) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    char *err = NULL;
+    PyObject *start = module_attr("caddysnake_py.asgi", "start_loop");
+    PyObject *res = start ? PyObject_CallFunction(start, "is", efd, loop_kind) : NULL;
+    if (res == NULL) {
+        err = format_exception();
+    }
+    Py_XDECREF(res);
+    Py_XDECREF(start);
+    PyGILState_Release(g);
+    return err;
+}
+
+char *cs_asgi_lifespan(cs_obj runner, const char *method, double timeout) {
+    PyGILState_STATE g = PyGILState_Ensure();
+    char *err = NULL;
+    PyObject *res = PyObject_CallMethod((PyObject *)runner, method, "d", timeout);
+    if (res == NULL) {
+        err = format_exception();
+    }
+    Py_XDECREF(res);
+    PyGILState_Release(g);
+    return err;
 }

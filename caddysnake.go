@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -48,9 +49,18 @@ type Python struct {
 	// MaxWait bounds how long a request waits for a free thread before
 	// getting 503; zero waits as long as the client does.
 	MaxWait caddy.Duration `json:"max_wait,omitempty"`
+	// Loop picks the ASGI event loop: "auto" (uvloop when importable),
+	// "asyncio" or "uvloop". The loop is process-wide.
+	Loop string `json:"loop,omitempty"`
+	// LifespanTimeout bounds lifespan startup and shutdown (default 60s).
+	LifespanTimeout caddy.Duration `json:"lifespan_timeout,omitempty"`
 
 	logger *zap.Logger
-	pool   *pool
+	pool   *pool // WSGI: the interpreter threads
+	// ASGI: the Runner, the process's loop, and requests still being served.
+	app      *pyApp
+	loop     *eventLoop
+	inflight *sync.WaitGroup
 }
 
 // CaddyModule returns the Caddy module information.
@@ -75,8 +85,10 @@ func (p *Python) check() error {
 		return errors.New("python: one of module_wsgi or module_asgi is required")
 	case p.ModuleWSGI != "" && p.ModuleASGI != "":
 		return errors.New("python: module_wsgi and module_asgi are mutually exclusive")
-	case p.ModuleASGI != "":
-		return errors.New("python: module_asgi is not supported by this build yet (WSGI only)")
+	case p.Loop != "" && p.Loop != "auto" && p.Loop != "asyncio" && p.Loop != "uvloop":
+		return fmt.Errorf("python: loop must be auto, asyncio or uvloop, not %q", p.Loop)
+	case p.LifespanTimeout < 0:
+		return errors.New("python: lifespan_timeout must not be negative")
 	case p.Lifespan != "" && p.Lifespan != "on" && p.Lifespan != "off":
 		return fmt.Errorf("python: lifespan must be on or off, not %q", p.Lifespan)
 	case p.Threads < 0:
@@ -98,9 +110,11 @@ func checkSpec(spec string) error {
 	return nil
 }
 
-// Provision starts the interpreter (once per process), imports the app and
-// starts its thread pool. On a config reload Caddy provisions the new handler
-// while the old one still serves: the new one imports the app afresh.
+// Provision starts the interpreter (once per process) and imports the app:
+// a WSGI app gets its thread pool, an ASGI app runs on the process's event
+// loop (after lifespan startup, when enabled). On a config reload Caddy
+// provisions the new handler while the old one still serves: the new one
+// imports the app afresh.
 func (p *Python) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
 	if err := p.check(); err != nil {
@@ -116,14 +130,46 @@ func (p *Python) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	app, err := loadApp(p.ModuleWSGI, workDir, absFromStart(p.Venv))
+	if p.ModuleWSGI != "" {
+		app, err := loadApp(p.ModuleWSGI, workDir, absFromStart(p.Venv), "wsgi", false)
+		if err != nil {
+			return err
+		}
+		p.pool = newPool(app, p.Threads, p.logger)
+		p.logger.Info("python WSGI app ready", zap.String("module_wsgi", p.ModuleWSGI), zap.Int("threads", p.Threads))
+		return nil
+	}
+	return p.provisionASGI(workDir)
+}
+
+func (p *Python) provisionASGI(workDir string) error {
+	app, err := loadApp(p.ModuleASGI, workDir, absFromStart(p.Venv), "asgi", p.Lifespan == "on")
 	if err != nil {
 		return err
 	}
-	p.pool = newPool(app, p.Threads, p.logger)
-	p.logger.Info("python app ready",
-		zap.String("module_wsgi", p.ModuleWSGI), zap.Int("threads", p.Threads))
+	if p.Loop == "" {
+		p.Loop = "auto"
+	}
+	if p.loop, err = startEventLoop(p.Loop); err != nil {
+		app.release()
+		return err
+	}
+	if p.Lifespan == "on" {
+		if err := app.lifespan("startup", p.lifespanTimeout()); err != nil {
+			app.releaseVia(p.loop)
+			return fmt.Errorf("python: lifespan startup of %q failed:\n%v", p.ModuleASGI, err)
+		}
+	}
+	p.app, p.inflight = app, new(sync.WaitGroup)
+	p.logger.Info("python ASGI app ready", zap.String("module_asgi", p.ModuleASGI), zap.String("lifespan", p.Lifespan))
 	return nil
+}
+
+func (p *Python) lifespanTimeout() time.Duration {
+	if p.LifespanTimeout > 0 {
+		return time.Duration(p.LifespanTimeout)
+	}
+	return 60 * time.Second
 }
 
 // Validate checks the configuration (Caddy calls it after Provision).
@@ -132,17 +178,32 @@ func (p *Python) Validate() error {
 }
 
 // Cleanup retires the app after Caddy stopped routing requests to this
-// handler: the threads finish their current requests, then exit, and the app
-// is released.
+// handler (on reload: the old config's handler). WSGI threads finish their
+// current requests, then exit; an ASGI app gets lifespan shutdown once its
+// requests are over. Then the app is released.
 func (p *Python) Cleanup() error {
 	if p.pool != nil {
 		p.pool.stop()
 	}
+	if p.app != nil {
+		p.inflight.Wait()
+		if p.Lifespan == "on" {
+			if err := p.app.lifespan("shutdown", p.lifespanTimeout()); err != nil {
+				p.logger.Error("lifespan shutdown failed", zap.String("module_asgi", p.ModuleASGI), zap.Error(err))
+			}
+		}
+		p.app.releaseVia(p.loop)
+		p.app = nil
+	}
 	return nil
 }
 
-// ServeHTTP hands the request to an interpreter thread and waits for it.
+// ServeHTTP serves the request with the app; it returns once the response
+// is complete.
 func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if p.pool == nil {
+		return p.serveASGI(w, r)
+	}
 	rq := newRequest(w, r)
 	defer rq.release()
 	switch err := p.pool.submit(rq, time.Duration(p.MaxWait)); {

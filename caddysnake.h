@@ -63,13 +63,15 @@ const char *cs_build_version(void);
 
 /* Import and return the app named by spec ("pkg.mod:attr") with working_dir
  * first on sys.path and the venv's site-packages added (venv may be "").
+ * kind is "wsgi" (returns the app callable) or "asgi" (returns a
+ * caddysnake_py.asgi.Runner wrapping it; lifespan turns lifespan events on).
  * Strings are borrowed for the call.
  * GIL: not held in/out.
  * owns: on success returns a new reference the caller (Go) owns and must pass
  * to cs_release exactly once; on failure returns NULL and sets *err to a
  * malloc'd traceback the caller frees. */
 cs_obj cs_load_app(const char *spec, const char *working_dir, const char *venv,
-                   char **err);
+                   const char *kind, int lifespan, char **err);
 
 /* Drop a reference returned by cs_load_app. GIL: not held in/out. */
 void cs_release(cs_obj obj);
@@ -95,5 +97,44 @@ void cs_thread_detach(cs_tstate ts);
  * _cgo_export.h). GIL: not held in/out. */
 void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
                     uintptr_t handle, int has_body);
+
+/* ------------------------------------------------------------------------
+ * ASGI. One asyncio loop per interpreter runs on its own Python thread. Go
+ * queues events for it (cs_event) and wakes it through an eventfd only when
+ * the queue goes from empty to non-empty; the loop takes the whole batch in
+ * one crossing (cs_go_asgi_take). Messages the app sends reach Go through
+ * non-blocking callbacks (cs_go_asgi_*), made with the GIL held.
+ * ------------------------------------------------------------------------ */
+
+enum {
+    CS_EV_NEW = 1,        /* data: packed scope fields; flags: CS_NEW_* */
+    CS_EV_BODY = 2,       /* data: body bytes; flags: 1 if more body follows */
+    CS_EV_SEND_DONE = 3,  /* a more_body send has been written */
+    CS_EV_DISCONNECT = 4, /* client gone, or response complete */
+    CS_EV_RELEASE = 5,    /* drop Go's reference to app, after all earlier events */
+};
+enum { CS_NEW_HAS_BODY = 1, CS_NEW_TRAILERS = 2, CS_NEW_TLS = 4 };
+
+/* One queued event. data is malloc'd by Go (C.malloc); whoever takes the
+ * event owns it and frees it. app is the Runner the request belongs to,
+ * borrowed: Go keeps its reference until the app's last request is over. */
+typedef struct {
+    uintptr_t handle;
+    cs_obj app;
+    char *data;
+    size_t len;
+    int kind;
+    int flags;
+} cs_event;
+
+/* Start the event loop thread (once per process), watching efd for wake-ups.
+ * loop_kind: "auto", "asyncio" or "uvloop". GIL: not held in/out.
+ * owns: NULL or a malloc'd error/traceback. */
+char *cs_asgi_start_loop(int efd, const char *loop_kind);
+
+/* Call runner.<method>(timeout) — "startup" or "shutdown" of ASGI lifespan —
+ * blocking the calling thread until it completes (the GIL is released while
+ * waiting). GIL: not held in/out. owns: NULL or a malloc'd error message. */
+char *cs_asgi_lifespan(cs_obj runner, const char *method, double timeout);
 
 #endif

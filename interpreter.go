@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/caddyserver/caddy/v2"
@@ -37,6 +38,7 @@ var pyModules = []struct {
 	{"caddysnake_py.logs", "logs.py", false},
 	{"caddysnake_py.loader", "loader.py", false},
 	{"caddysnake_py.wsgi", "wsgi.py", false},
+	{"caddysnake_py.asgi", "asgi.py", false},
 }
 
 var (
@@ -126,19 +128,43 @@ func minorVersion(v string) string {
 // exactly once with cs_release.
 type pyApp struct{ obj C.cs_obj }
 
-// loadApp imports spec with workingDir first on sys.path. Errors carry the
-// Python traceback so `caddy run`/`caddy validate` show it.
-func loadApp(spec, workingDir, venv string) (*pyApp, error) {
-	cspec, cwd, cvenv := C.CString(spec), C.CString(workingDir), C.CString(venv)
+// loadApp imports spec with workingDir first on sys.path; kind "asgi" wraps
+// the app in a caddysnake_py.asgi.Runner. Errors carry the Python traceback
+// so `caddy run`/`caddy validate` show it.
+func loadApp(spec, workingDir, venv, kind string, lifespan bool) (*pyApp, error) {
+	cspec, cwd, cvenv, ckind := C.CString(spec), C.CString(workingDir), C.CString(venv), C.CString(kind)
 	defer C.free(unsafe.Pointer(cspec))
 	defer C.free(unsafe.Pointer(cwd))
 	defer C.free(unsafe.Pointer(cvenv))
+	defer C.free(unsafe.Pointer(ckind))
+	ls := C.int(0)
+	if lifespan {
+		ls = 1
+	}
 	var cerr *C.char
-	obj := C.cs_load_app(cspec, cwd, cvenv, &cerr)
+	obj := C.cs_load_app(cspec, cwd, cvenv, ckind, ls, &cerr)
 	if obj == nil {
 		return nil, fmt.Errorf("python: cannot load app %q:\n%s", spec, takeCString(cerr))
 	}
 	return &pyApp{obj: obj}, nil
+}
+
+// lifespan runs the Runner's "startup" or "shutdown", blocking until the app
+// completes it or timeout passes.
+func (a *pyApp) lifespan(phase string, timeout time.Duration) error {
+	cphase := C.CString(phase)
+	defer C.free(unsafe.Pointer(cphase))
+	if msg := C.cs_asgi_lifespan(a.obj, cphase, C.double(timeout.Seconds())); msg != nil {
+		return errors.New(takeCString(msg))
+	}
+	return nil
+}
+
+// releaseVia hands the reference to the event loop, which drops it after
+// every event queued before (those borrow it).
+func (a *pyApp) releaseVia(l *eventLoop) {
+	l.push(C.cs_event{app: a.obj, kind: C.CS_EV_RELEASE})
+	a.obj = nil
 }
 
 func (a *pyApp) release() {

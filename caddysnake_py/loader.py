@@ -23,8 +23,9 @@ from . import logs
 _app_dirs = set()
 
 
-def load_app(spec, working_dir, venv):
-    """Import ``"pkg.module:attr"`` and return the app callable.
+def load_app(spec, working_dir, venv, kind="wsgi", lifespan=False):
+    """Import ``"pkg.module:attr"`` and return the app callable, or for kind
+    "asgi" a caddysnake_py.asgi.Runner around it.
 
     working_dir goes first on sys.path; venv ("" for none) adds that virtual
     environment's site-packages. Raises with a traceback on any failure.
@@ -46,7 +47,12 @@ def load_app(spec, working_dir, venv):
         for name, mod in stashed.items():
             if _owner(mod) != wd:
                 sys.modules.setdefault(name, mod)
-    return _resolve(module, attr or "application", spec)
+    app = _resolve(module, attr or ("application" if kind == "wsgi" else "app"), spec)
+    if kind == "asgi":
+        from .asgi import Runner
+
+        return Runner(app, bool(lifespan))
+    return app
 
 
 def _resolve(module, attr, spec):

@@ -1,0 +1,356 @@
+package caddysnake
+
+// #include <stdlib.h>
+// #include "caddysnake.h"
+import "C"
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/pem"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime/cgo"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// asgiRequest is one HTTP request served by an ASGI app. Its ServeHTTP
+// goroutine owns the ResponseWriter and the request body; the event loop
+// thread talks to it only through cmds (messages the app sent, queued by the
+// non-blocking callbacks in callbacks_asgi.go) and it answers through the
+// loop's event queue.
+type asgiRequest struct {
+	w       http.ResponseWriter
+	r       *http.Request
+	handle  cgo.Handle
+	cmds    chan asgiCmd
+	loop    *eventLoop
+	started bool
+	// trailers: the app announced trailers, so the body is flushed as it is
+	// written (chunked) and the response ends with http.response.trailers.
+	trailers bool
+	bodyLeft int64     // request body bytes still expected, -1 if unknown
+	body     bodyLimit // response body against the declared Content-Length
+	rc       *http.ResponseController
+}
+
+const (
+	cmdStart = iota + 1
+	cmdEarlyHint
+	cmdTrailers
+	cmdBody
+	cmdWantBody
+	cmdDone
+	cmdPathsend
+)
+
+// asgiCmd is one message from the app. Everything in it is Go memory: the
+// callbacks copy headers and body bytes before returning to Python, so no
+// Python object has to outlive a message.
+type asgiCmd struct {
+	kind   int
+	status int
+	header http.Header
+	body   []byte
+	more   bool // more_body / more_trailers, or "failed" for cmdDone
+	path   string
+}
+
+// maxPendingCmds bounds what an app can queue without waiting: a response
+// start, an early hint, a final body, want-body and done at most — a
+// more_body send waits for CS_EV_SEND_DONE before the next.
+const maxPendingCmds = 8
+
+// serveASGI runs one request through the app's Runner and returns when the
+// response is complete (the app may still run, e.g. background tasks).
+func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
+	rq := &asgiRequest{w: w, r: r, cmds: make(chan asgiCmd, maxPendingCmds), loop: p.loop,
+		bodyLeft: r.ContentLength, body: bodyLimit{length: -1}}
+	rq.handle = cgo.NewHandle(rq)
+	// Once deleted, late messages for this request fail in the callbacks
+	// (the app's send() raises) instead of touching a finished response.
+	defer rq.handle.Delete()
+	p.inflight.Add(1)
+	defer p.inflight.Done()
+
+	flags := 0
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		flags |= C.CS_NEW_HAS_BODY
+	}
+	if acceptsTrailers(r) {
+		flags |= C.CS_NEW_TRAILERS
+	}
+	if r.TLS != nil {
+		flags |= C.CS_NEW_TLS
+	}
+	scope := appendScope(make([]byte, 0, 1024), r)
+	data := C.CBytes(scope) // the loop thread frees it after decoding
+	p.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), app: p.app.obj,
+		data: (*C.char)(data), len: C.size_t(len(scope)), kind: C.CS_EV_NEW, flags: C.int(flags)})
+	return rq.run()
+}
+
+func (rq *asgiRequest) run() error {
+	gone := rq.r.Context().Done()
+	for {
+		select {
+		case c := <-rq.cmds:
+			if finished := rq.handle_(c); finished {
+				// Tell the app the exchange is over: a receive() waiting
+				// after the body returns http.disconnect.
+				rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
+				return nil
+			}
+		case <-gone:
+			rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
+			return nil
+		}
+	}
+}
+
+// handle_ applies one message; it reports whether the response is finished.
+func (rq *asgiRequest) handle_(c asgiCmd) bool {
+	switch c.kind {
+	case cmdEarlyHint:
+		if !rq.started && rq.r.ProtoAtLeast(1, 1) {
+			h := rq.w.Header()
+			h["Link"] = c.header["Link"]
+			rq.w.WriteHeader(http.StatusEarlyHints)
+			delete(h, "Link")
+		}
+	case cmdStart:
+		h := rq.w.Header()
+		for k, v := range c.header {
+			h[k] = v
+		}
+		rq.started, rq.trailers = true, c.more
+		if cl := c.header.Get("Content-Length"); cl != "" {
+			if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+				rq.body.length = n
+			}
+		}
+		rq.w.WriteHeader(c.status)
+	case cmdBody:
+		return rq.writeBody(c.body, c.more)
+	case cmdTrailers:
+		h := rq.w.Header()
+		for k, v := range c.header {
+			h[http.TrailerPrefix+k] = v
+		}
+		return !c.more
+	case cmdPathsend:
+		rq.sendFile(c.path)
+		return true
+	case cmdWantBody:
+		rq.readBody()
+	case cmdDone:
+		// The app ended (raised, or returned) before completing the
+		// response; the Python side logged why.
+		if !rq.started {
+			rq.w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			rq.w.Header().Set("Content-Length", "21")
+			rq.w.WriteHeader(http.StatusInternalServerError)
+			_, _ = io.WriteString(rq.w, "Internal Server Error")
+			return true
+		}
+		panic(http.ErrAbortHandler) // truncate what the client got
+	}
+	return false
+}
+
+func (rq *asgiRequest) flush() error {
+	if rq.rc == nil {
+		rq.rc = http.NewResponseController(rq.w)
+	}
+	return rq.rc.Flush()
+}
+
+// writeBody writes a chunk; a more_body chunk is flushed and acknowledged so
+// the app's send() returns only when the client has taken it (backpressure).
+func (rq *asgiRequest) writeBody(b []byte, more bool) bool {
+	var err error
+	if len(b) > 0 {
+		err = rq.body.write(rq.w, b)
+	}
+	if more || rq.trailers {
+		if err == nil {
+			err = rq.flush()
+		}
+	}
+	if err != nil {
+		rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
+		return true
+	}
+	if more {
+		rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_SEND_DONE)
+	}
+	return !more && !rq.trailers
+}
+
+// readBody reads the next chunk of the request body for the app; it is
+// called only when the app waits in receive(), so at most one chunk is ever
+// buffered per request (flow control for large uploads).
+func (rq *asgiRequest) readBody() {
+	size := 64 << 10
+	if rq.bodyLeft >= 0 && rq.bodyLeft < int64(size) {
+		size = int(rq.bodyLeft)
+	}
+	if size == 0 {
+		rq.pushBody(nil, 0, false)
+		return
+	}
+	buf := C.malloc(C.size_t(size))
+	b := unsafe.Slice((*byte)(buf), size)
+	n, err := 0, error(nil)
+	for n == 0 && err == nil {
+		n, err = rq.r.Body.Read(b)
+	}
+	if err != nil && err != io.EOF {
+		C.free(buf)
+		rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
+		return
+	}
+	if rq.bodyLeft > 0 {
+		rq.bodyLeft -= int64(n)
+	}
+	more := err == nil && rq.bodyLeft != 0
+	if n == 0 {
+		C.free(buf)
+		buf = nil
+	}
+	rq.pushBody(buf, n, more)
+}
+
+func (rq *asgiRequest) pushBody(buf unsafe.Pointer, n int, more bool) {
+	flags := 0
+	if more {
+		flags = 1
+	}
+	rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), data: (*C.char)(buf),
+		len: C.size_t(n), kind: C.CS_EV_BODY, flags: C.int(flags)})
+}
+
+// sendFile serves http.response.pathsend: Go reads the file itself, with
+// sendfile(2) when nothing between the handler and the socket needs bytes.
+func (rq *asgiRequest) sendFile(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		pyLogger.Error("http.response.pathsend: " + err.Error())
+		panic(http.ErrAbortHandler)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && rq.w.Header().Get("Content-Length") == "" && !rq.trailers {
+		rq.w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
+	}
+	_, _ = io.Copy(rq.w, f)
+}
+
+func acceptsTrailers(r *http.Request) bool {
+	for _, v := range r.Header["Te"] {
+		for _, part := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(strings.SplitN(part, ";", 2)[0]), "trailers") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// appendScope packs the HTTP scope as [u32 len][bytes] fields in the order
+// caddysnake_py.asgi.Runner.http_scope reads them: method, scheme,
+// http_version, path, raw_path, query_string, root_path, client host/port,
+// server host/port, tls version, cipher suite, client cert chain (PEM),
+// client cert name; then (lowercased name, value) header pairs, host first.
+func appendScope(b []byte, r *http.Request) []byte {
+	root, rest := splitScriptName(r)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	b = field(b, r.Method)
+	b = field(b, scheme)
+	b = field(b, httpVersion(r))
+	b = field(b, root+rest)
+	b = field(b, rawPath(r))
+	b = field(b, r.URL.RawQuery)
+	b = field(b, root)
+	chost, cport := remoteAddrPort(r)
+	b = field(b, chost)
+	b = field(b, cport)
+	shost, sport := "", ""
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		shost, sport, _ = net.SplitHostPort(a.String())
+	}
+	b = field(b, shost)
+	b = field(b, sport)
+	b = appendTLS(b, r.TLS)
+	b = field(b, "host")
+	b = field(b, r.Host)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(k)))
+			for i := 0; i < len(k); i++ {
+				c := k[i]
+				if 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				b = append(b, c)
+			}
+			b = field(b, v)
+		}
+	}
+	return b
+}
+
+func field(b []byte, s string) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+func httpVersion(r *http.Request) string {
+	switch {
+	case r.ProtoMajor >= 2:
+		return strconv.Itoa(r.ProtoMajor)
+	case r.ProtoMinor == 0:
+		return "1.0"
+	}
+	return "1.1"
+}
+
+// rawPath is the path as the client sent it (still percent-encoded), without
+// the query string.
+func rawPath(r *http.Request) string {
+	if strings.HasPrefix(r.RequestURI, "/") {
+		p, _, _ := strings.Cut(r.RequestURI, "?")
+		return p
+	}
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		return orig.URL.EscapedPath()
+	}
+	return r.URL.EscapedPath()
+}
+
+// appendTLS adds the four fields of the ASGI tls extension (empty without TLS).
+func appendTLS(b []byte, cs *tls.ConnectionState) []byte {
+	if cs == nil {
+		return field(field(field(field(b, ""), ""), ""), "")
+	}
+	var chain []byte
+	name := ""
+	for i, c := range cs.PeerCertificates {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		if i == 0 {
+			name = c.Subject.ToRDNSequence().String()
+		}
+	}
+	b = field(b, strconv.Itoa(int(cs.Version)))
+	b = field(b, strconv.Itoa(int(cs.CipherSuite)))
+	b = field(b, string(chain))
+	return field(b, name)
+}

@@ -1,0 +1,341 @@
+"""ASGI 3.0 driver (HTTP and lifespan).
+
+One asyncio loop (uvloop when available) runs on its own thread for the whole
+interpreter. Go queues events and writes an eventfd only when its queue was
+empty; ``_drain`` then takes every queued event in one call
+(``_caddysnake.asgi_take``) and dispatches them: a new request starts a task,
+body chunks / send acknowledgements / disconnects resolve that request's
+futures. Messages the app sends go to Go through ``_caddysnake.asgi_*``,
+which validate and copy synchronously and never block the loop.
+
+Flow control: the body is read from the client only while the app waits in
+``receive()``, one chunk at a time; a ``more_body`` send returns only after Go
+has written (and flushed) it, so a slow client slows the app.
+"""
+
+import asyncio
+import os
+import threading
+import traceback
+
+import _caddysnake
+from _caddysnake import ClientDisconnected
+
+from . import logs
+
+# Event kinds and flags: see caddysnake.h.
+EV_NEW, EV_BODY, EV_SEND_DONE, EV_DISCONNECT = 1, 2, 3, 4
+NEW_HAS_BODY, NEW_TRAILERS, NEW_TLS = 1, 2, 4
+H_START, H_EARLY_HINT, H_TRAILERS = 1, 2, 3
+SIG_WANT_BODY, SIG_DONE = 1, 2
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+
+_loop = None
+_conns = {}  # handle -> _Conn, for requests whose app is still running
+
+
+def start_loop(efd, kind):
+    """Start the loop thread; called once, from Go, with the GIL held."""
+    global _loop
+    loop = _new_loop(kind)
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        loop.add_reader(efd, _drain, efd)
+        loop.call_soon(ready.set)
+        loop.run_forever()
+
+    threading.Thread(target=run, name="caddysnake-asgi-loop", daemon=True).start()
+    if not ready.wait(30):
+        raise RuntimeError("the ASGI event loop did not start within 30s")
+    _loop = loop
+    logs.info("caddysnake: ASGI event loop running (%s.%s)" % (type(loop).__module__, type(loop).__name__))
+
+
+def _new_loop(kind):
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise RuntimeError("loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def _drain(efd):
+    """The loop's reader callback: one wake-up, every queued event."""
+    try:
+        os.read(efd, 8)  # reset the eventfd before taking, so no wake-up is lost
+    except BlockingIOError:
+        pass
+    for kind, handle, runner, flags, data in _caddysnake.asgi_take():
+        if kind == EV_NEW:
+            conn = _conns[handle] = _Conn(handle, flags)
+            _loop.create_task(conn.run(runner, data))
+        else:
+            conn = _conns.get(handle)
+            if conn is not None:
+                conn.event(kind, flags, data)
+
+
+_EMPTY_BODY = {"type": "http.request", "body": b"", "more_body": False}
+_DISCONNECT = {"type": "http.disconnect"}
+
+
+class _Conn:
+    """One HTTP request: the app's receive/send, and its Go-side events."""
+
+    __slots__ = (
+        "handle", "flags", "scope", "chunks", "body_done", "asked", "waiter",
+        "disconnected", "started", "complete", "trailers", "send_waiter",
+    )
+
+    def __init__(self, handle, flags):
+        self.handle = handle
+        self.flags = flags
+        self.scope = None
+        self.body_done = not (flags & NEW_HAS_BODY)
+        # Without a body the single http.request event is ready at once.
+        self.chunks = [] if flags & NEW_HAS_BODY else [_EMPTY_BODY]
+        self.asked = False
+        self.waiter = None
+        self.disconnected = False
+        self.started = False
+        self.complete = False
+        self.trailers = False
+        self.send_waiter = None
+
+    async def run(self, runner, fields):
+        failed = True
+        try:
+            self.scope = scope = runner.http_scope(fields, self.flags)
+            await runner.app(scope, self.receive, self.send)
+            failed = not self.complete
+            if failed and not self.disconnected:
+                logs.error(
+                    "ASGI app returned without %s the response to %s"
+                    % ("completing" if self.started else "starting", self._what())
+                )
+        except BaseException as e:  # CancelledError and SystemExit included
+            if not (self.disconnected and isinstance(e, (OSError, asyncio.CancelledError))):
+                logs.error(
+                    "error in ASGI app while serving %s\n%s"
+                    % (self._what(), "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+                )
+        finally:
+            _conns.pop(self.handle, None)
+            try:
+                _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed))
+            except OSError:
+                pass  # the response was already complete: nothing to report
+
+    def _what(self):
+        s = self.scope
+        return "%s %s" % (s["method"], s["path"]) if s else "a request"
+
+    # -- events from Go ----------------------------------------------------
+
+    def event(self, kind, flags, data):
+        if kind == EV_BODY:
+            more = bool(flags & 1)
+            self.asked = False
+            if data or not more:
+                self.chunks.append({"type": "http.request", "body": data, "more_body": more})
+            self.body_done = not more
+            self._wake()
+        elif kind == EV_SEND_DONE:
+            w, self.send_waiter = self.send_waiter, None
+            if w is not None and not w.done():
+                w.set_result(None)
+        elif kind == EV_DISCONNECT:
+            self.disconnected = True
+            self._wake()
+            w, self.send_waiter = self.send_waiter, None
+            if w is not None and not w.done():
+                w.set_exception(ClientDisconnected("client disconnected"))
+
+    def _wake(self):
+        w, self.waiter = self.waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _wait(self):
+        if self.waiter is None:
+            self.waiter = _loop.create_future()
+        return self.waiter
+
+    # -- the app's callables ---------------------------------------------------
+
+    async def receive(self):
+        while True:
+            if self.chunks:
+                return self.chunks.pop(0)
+            if self.disconnected:
+                return _DISCONNECT
+            if not self.body_done and not self.asked:
+                self.asked = True
+                try:
+                    _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0)
+                except OSError:
+                    self.disconnected = True
+                    continue
+            # Waits for a body chunk, or (body done) for the client to leave or
+            # the response to finish.
+            await self._wait()
+
+    async def send(self, message):
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.started:
+                raise RuntimeError("http.response.body sent before http.response.start")
+            if self.complete:
+                raise RuntimeError("http.response.body sent after the response was complete")
+            body = message.get("body", b"")
+            if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
+                raise TypeError("http.response.body 'body' must be bytes, not %s" % type(body).__name__)
+            if message.get("more_body", False):
+                w = self.send_waiter = _loop.create_future()
+                _caddysnake.asgi_body(self.handle, body, True)
+                await w  # until Go has written it: backpressure
+            else:
+                _caddysnake.asgi_body(self.handle, body, False)
+                self.complete = not self.trailers
+        elif kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            status = message["status"]
+            if type(status) is not int:
+                raise TypeError("http.response.start 'status' must be int, not %s" % type(status).__name__)
+            self.trailers = bool(message.get("trailers", False)) and bool(self.flags & NEW_TRAILERS)
+            _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), int(self.trailers))
+            self.started = True
+        elif kind == "http.response.trailers":
+            if not self.trailers or self.complete:
+                raise RuntimeError("http.response.trailers not announced by http.response.start, or sent late")
+            more = bool(message.get("more_trailers", False))
+            _caddysnake.asgi_headers(self.handle, H_TRAILERS, 0, message.get("headers", ()), int(more))
+            self.complete = not more
+        elif kind == "http.response.pathsend":
+            if not self.started or self.complete:
+                raise RuntimeError("http.response.pathsend must follow http.response.start")
+            path = message["path"]
+            if not isinstance(path, str) or not os.path.isabs(path):
+                raise ValueError("http.response.pathsend 'path' must be an absolute path str")
+            _caddysnake.asgi_pathsend(self.handle, path)
+            self.complete = True
+        elif kind == "http.response.early_hint":
+            if not self.started:
+                links = [(b"link", link) for link in message.get("links", ())]
+                _caddysnake.asgi_headers(self.handle, H_EARLY_HINT, 103, links, 0)
+        else:
+            raise ValueError("unexpected ASGI message type %r on an HTTP connection" % (kind,))
+
+
+class Runner:
+    """One loaded ASGI app (per Caddy handler): scopes, lifespan, state."""
+
+    def __init__(self, app, lifespan):
+        self.app = app
+        self.lifespan = lifespan
+        self.state = {}
+        self._startup = self._shutdown = self._queue = None
+
+    def http_scope(self, f, flags):
+        method, scheme, version, path, raw_path, query, root = f[:7]
+        it = iter(f[15:])
+        headers = list(zip(it, it))
+        ext = {"http.response.pathsend": {}}
+        if version != b"1.0":
+            ext["http.response.early_hint"] = {}
+        if flags & NEW_TRAILERS:
+            ext["http.response.trailers"] = {}
+        if flags & NEW_TLS:
+            chain = f[13].decode("latin-1")
+            ext["tls"] = {
+                "server_cert": None,
+                "client_cert_chain": [c + "-----END CERTIFICATE-----\n" for c in chain.split("-----END CERTIFICATE-----\n") if c],
+                "client_cert_name": f[14].decode("utf-8", "replace") or None,
+                "client_cert_error": None,
+                "tls_version": int(f[11]),
+                "cipher_suite": int(f[12]),
+            }
+        return {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": version.decode("latin-1"),
+            "method": method.decode("latin-1"),
+            "scheme": scheme.decode("latin-1"),
+            "path": path.decode("utf-8", "replace"),
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": root.decode("utf-8", "replace"),
+            "headers": headers,
+            "client": (f[7].decode("latin-1"), int(f[8] or 0)),
+            "server": (f[9].decode("latin-1"), int(f[10] or 0)) if f[9] else None,
+            "state": self.state.copy(),
+            "extensions": ext,
+        }
+
+    # -- lifespan (called from Go threads; block until done) -------------------
+
+    def startup(self, timeout):
+        fut = asyncio.run_coroutine_threadsafe(self._run_phase("startup"), _loop)
+        try:
+            fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise TimeoutError("lifespan startup did not complete within %gs" % timeout) from None
+
+    def shutdown(self, timeout):
+        if self._queue is None:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._run_phase("shutdown"), _loop)
+        try:
+            fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise TimeoutError("lifespan shutdown did not complete within %gs" % timeout) from None
+
+    async def _run_phase(self, phase):
+        if phase == "startup":
+            self._queue = asyncio.Queue()
+            self._startup = _loop.create_future()
+            self._shutdown = _loop.create_future()
+            scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.state}
+            _loop.create_task(self._main(scope))
+        self._queue.put_nowait({"type": "lifespan." + phase})
+        await (self._startup if phase == "startup" else self._shutdown)
+
+    async def _main(self, scope):
+        try:
+            await self.app(scope, self._queue.get, self._lifespan_send)
+        except BaseException as e:
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            self._fail("the app raised during lifespan:\n" + tb)
+        else:
+            self._fail("the app returned from the lifespan scope without completing it")
+
+    def _fail(self, message):
+        for fut in (self._startup, self._shutdown):
+            if not fut.done():
+                fut.set_exception(RuntimeError(message))
+                return
+        logs.error("ASGI lifespan: " + message)
+
+    async def _lifespan_send(self, message):
+        kind = message["type"]
+        fut = self._startup if kind.startswith("lifespan.startup.") else self._shutdown
+        if kind.endswith(".complete"):
+            if not fut.done():
+                fut.set_result(None)
+        elif kind.endswith(".failed"):
+            if not fut.done():
+                fut.set_exception(RuntimeError("%s: %s" % (kind, message.get("message", ""))))
+        else:
+            raise ValueError("unexpected ASGI message type %r in lifespan" % (kind,))

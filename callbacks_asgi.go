@@ -1,0 +1,124 @@
+package caddysnake
+
+// Callbacks for the ASGI driver. They run on the event loop thread with the
+// GIL held, so each must return at once: they validate, copy what they need
+// into Go memory and queue a command for the request's goroutine. None of
+// them blocks, and none keeps a pointer into Python memory.
+
+// #include "caddysnake.h"
+import "C"
+
+import (
+	"net/http"
+	"runtime/cgo"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// asgiFor returns the live request behind a handle; nil once the request is
+// over (its handle deleted), so late messages fail cleanly.
+func asgiFor(h C.uintptr_t) (rq *asgiRequest) {
+	defer func() { _ = recover() }() // Value panics on a deleted handle
+	rq, _ = cgo.Handle(h).Value().(*asgiRequest)
+	return rq
+}
+
+// enqueue hands a command to the request goroutine without blocking.
+func (rq *asgiRequest) enqueue(c asgiCmd) C.long {
+	select {
+	case rq.cmds <- c:
+		return C.CS_OK
+	default: // only an app bypassing the driver's ordering can get here
+		return C.CS_ERR_BAD_STATE
+	}
+}
+
+const (
+	hdrStart     = 1
+	hdrEarlyHint = 2
+	hdrTrailers  = 3
+)
+
+//export cs_go_asgi_headers
+func cs_go_asgi_headers(h C.uintptr_t, kind, status C.int, hdrs *C.cs_str, n C.size_t, flags C.int) (rc C.long) {
+	defer recoverTo(&rc)
+	rq := asgiFor(h)
+	if rq == nil {
+		return C.CS_ERR_CLIENT_GONE
+	}
+	kv := unsafe.Slice(hdrs, int(n)*2)
+	header := make(http.Header, n)
+	for i := 0; i < len(kv); i += 2 {
+		name, val := cstr(kv[i]), cstr(kv[i+1])
+		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(val) {
+			return C.CS_ERR_BAD_HEADER
+		}
+		key := http.CanonicalHeaderKey(strings.Clone(name)) // the bytes belong to Python
+		if hopByHop[key] {
+			continue
+		}
+		header[key] = append(header[key], strings.Clone(val))
+	}
+	c := asgiCmd{header: header, more: flags != 0}
+	switch kind {
+	case hdrStart:
+		if status < 200 || status > 999 {
+			return C.CS_ERR_BAD_STATUS
+		}
+		c.kind, c.status = cmdStart, int(status)
+	case hdrEarlyHint:
+		c.kind = cmdEarlyHint
+	case hdrTrailers:
+		c.kind = cmdTrailers
+	default:
+		return C.CS_ERR_BAD_STATE
+	}
+	return rq.enqueue(c)
+}
+
+//export cs_go_asgi_body
+func cs_go_asgi_body(h C.uintptr_t, data *C.char, n C.size_t, more C.int) (rc C.long) {
+	defer recoverTo(&rc)
+	rq := asgiFor(h)
+	if rq == nil {
+		return C.CS_ERR_CLIENT_GONE
+	}
+	// Copied so the app may reuse or drop its buffer as soon as send()
+	// returns (for a final chunk, that is immediately).
+	b := make([]byte, int(n))
+	copy(b, unsafe.Slice((*byte)(unsafe.Pointer(data)), int(n)))
+	return rq.enqueue(asgiCmd{kind: cmdBody, body: b, more: more != 0})
+}
+
+const (
+	sigWantBody = 1
+	sigDone     = 2
+)
+
+//export cs_go_asgi_signal
+func cs_go_asgi_signal(h C.uintptr_t, what, arg C.int) (rc C.long) {
+	defer recoverTo(&rc)
+	rq := asgiFor(h)
+	if rq == nil {
+		return C.CS_ERR_CLIENT_GONE
+	}
+	switch what {
+	case sigWantBody:
+		return rq.enqueue(asgiCmd{kind: cmdWantBody})
+	case sigDone:
+		return rq.enqueue(asgiCmd{kind: cmdDone, more: arg != 0})
+	}
+	return C.CS_ERR_BAD_STATE
+}
+
+//export cs_go_asgi_pathsend
+func cs_go_asgi_pathsend(h C.uintptr_t, path *C.char, n C.size_t) (rc C.long) {
+	defer recoverTo(&rc)
+	rq := asgiFor(h)
+	if rq == nil {
+		return C.CS_ERR_CLIENT_GONE
+	}
+	return rq.enqueue(asgiCmd{kind: cmdPathsend, path: C.GoStringN(path, C.int(n))})
+}
