@@ -32,6 +32,7 @@ type asgiRequest struct {
 	cmds    chan asgiCmd
 	loop    *eventLoop
 	started bool
+	status  int
 	// trailers: the app announced trailers, so the body is flushed as it is
 	// written (chunked) and the response ends with http.response.trailers.
 	trailers bool
@@ -129,7 +130,7 @@ func (rq *asgiRequest) handle_(c asgiCmd) bool {
 		for k, v := range c.header {
 			h[k] = v
 		}
-		rq.started, rq.trailers = true, c.more
+		rq.started, rq.trailers, rq.status = true, c.more, c.status
 		if cl := c.header.Get("Content-Length"); cl != "" {
 			if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
 				rq.body.length = n
@@ -175,7 +176,7 @@ func (rq *asgiRequest) flush() error {
 // the app's send() returns only when the client has taken it (backpressure).
 func (rq *asgiRequest) writeBody(b []byte, more bool) bool {
 	var err error
-	if len(b) > 0 {
+	if len(b) > 0 && bodyAllowed(rq.status) { // 204/304 bodies are dropped
 		err = rq.body.write(rq.w, b)
 	}
 	if more || rq.trailers {

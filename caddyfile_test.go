@@ -98,3 +98,27 @@ func TestCheckSpec(t *testing.T) {
 		}
 	}
 }
+
+func TestUnmarshalCaddyfileASGI(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`python {
+		module_asgi "main:app"
+		lifespan on
+		lifespan_timeout 5s
+		loop asyncio
+	}`)
+	var p Python
+	if err := p.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if p.ModuleASGI != "main:app" || p.Lifespan != "on" || p.Loop != "asyncio" ||
+		time.Duration(p.LifespanTimeout) != 5*time.Second {
+		t.Fatalf("got %+v", p)
+	}
+	for _, bad := range []string{"loop tokio", "lifespan_timeout forever", "lifespan_timeout 0s"} {
+		d := caddyfile.NewTestDispenser("python {\nmodule_asgi main:app\n" + bad + "\n}")
+		var p Python
+		if err := p.UnmarshalCaddyfile(d); err == nil {
+			t.Errorf("%q: expected an error", bad)
+		}
+	}
+}
