@@ -49,6 +49,9 @@ const (
 	cmdWantBody
 	cmdDone
 	cmdPathsend
+	cmdWSAccept // header: extra headers; path: the chosen subprotocol
+	cmdWSSend   // body; more: text
+	cmdWSClose  // status: code; path: reason
 )
 
 // asgiCmd is one message from the app. Everything in it is Go memory: the
@@ -90,10 +93,17 @@ func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
 	if r.TLS != nil {
 		flags |= C.CS_NEW_TLS
 	}
+	ws := isWebSocket(r)
+	if ws {
+		flags |= C.CS_NEW_WEBSOCKET
+	}
 	scope := appendScope(make([]byte, 0, 1024), r)
 	data := C.CBytes(scope) // the loop thread frees it after decoding
 	p.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), app: p.app.obj,
 		data: (*C.char)(data), len: C.size_t(len(scope)), kind: C.CS_EV_NEW, flags: C.int(flags)})
+	if ws {
+		return rq.runWS(p.wsOptions())
+	}
 	return rq.run()
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
 )
 
 func init() {
@@ -36,6 +37,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    max_wait    30s               # WSGI
 //	    loop        auto|asyncio|uvloop  # ASGI
 //	    lifespan_timeout 60s          # ASGI
+//	    ws_max_message_size 4MiB      # ASGI WebSockets
+//	    ws_ping_interval 20s
+//	    ws_ping_timeout 20s
+//	    ws_compression on|off
 //	}
 func (p *Python) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -100,8 +105,32 @@ func (p *Python) setOption(name, val string) error {
 			return caddyfileErr("lifespan_timeout must be a duration such as 60s, not %q", val)
 		}
 		p.LifespanTimeout = caddy.Duration(dur)
+	case "ws_max_message_size":
+		n, err := humanize.ParseBytes(val)
+		if err != nil || n == 0 {
+			return caddyfileErr("ws_max_message_size must be a size such as 4MiB, not %q", val)
+		}
+		p.WSMaxMessageSize = int64(n)
+	case "ws_ping_interval":
+		dur, err := caddy.ParseDuration(val)
+		if err != nil || dur < 0 {
+			return caddyfileErr("ws_ping_interval must be a duration such as 20s (0 turns pings off), not %q", val)
+		}
+		d := caddy.Duration(dur)
+		p.WSPingInterval = &d
+	case "ws_ping_timeout":
+		dur, err := caddy.ParseDuration(val)
+		if err != nil || dur <= 0 {
+			return caddyfileErr("ws_ping_timeout must be a duration such as 20s, not %q", val)
+		}
+		p.WSPingTimeout = caddy.Duration(dur)
+	case "ws_compression":
+		if val != "on" && val != "off" {
+			return caddyfileErr("ws_compression must be on or off, not %q", val)
+		}
+		p.WSCompression = val
 	default:
-		return caddyfileErr("unrecognized subdirective %q (known: module_wsgi, module_asgi, lifespan, lifespan_timeout, loop, venv, working_dir, threads, max_wait)", name)
+		return caddyfileErr("unrecognized subdirective %q (known: module_wsgi, module_asgi, lifespan, lifespan_timeout, loop, venv, working_dir, threads, max_wait, ws_max_message_size, ws_ping_interval, ws_ping_timeout, ws_compression)", name)
 	}
 	return nil
 }

@@ -107,6 +107,15 @@ static PyObject *raise_code(long code) {
     case CS_ERR_BAD_STATUS:
         PyErr_SetString(PyExc_ValueError, "invalid response status code");
         break;
+    case CS_ERR_BAD_SUBPROTOCOL:
+        PyErr_SetString(PyExc_ValueError,
+                        "websocket.accept: the subprotocol was not offered by the client");
+        break;
+    case CS_ERR_BAD_CLOSE:
+        PyErr_SetString(PyExc_ValueError,
+                        "websocket.close: code must be 1000, 1001-1003, 1007-1014 or 3000-4999, "
+                        "and the reason at most 123 bytes");
+        break;
     case CS_ERR_BAD_STATE:
         PyErr_SetString(PyExc_RuntimeError,
                         "response body sent before the response headers");
@@ -458,6 +467,42 @@ static PyObject *mod_asgi_signal(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* asgi_ws(handle, op, arg, data): WebSocket send (op 1: data is bytes or
+ * str, sent as binary or text) or close (op 2: arg is the code, data the
+ * reason). Go copies and queues. */
+static PyObject *mod_asgi_ws(PyObject *self, PyObject *args) {
+    unsigned long long handle;
+    int op, arg;
+    PyObject *data;
+    if (!PyArg_ParseTuple(args, "KiiO", &handle, &op, &arg, &data)) {
+        return NULL;
+    }
+    const char *p;
+    Py_ssize_t n;
+    int text = PyUnicode_Check(data);
+    Py_buffer view = {0};
+    if (text) {
+        /* UTF-8 is cached on the str (no copy for ASCII strings). */
+        if ((p = PyUnicode_AsUTF8AndSize(data, &n)) == NULL) {
+            return NULL;
+        }
+    } else {
+        if (PyObject_GetBuffer(data, &view, PyBUF_C_CONTIGUOUS) < 0) {
+            return NULL;
+        }
+        p = view.buf;
+        n = view.len;
+    }
+    long rc = cs_go_asgi_ws((uintptr_t)handle, op, op == 2 ? arg : text, (char *)p, (size_t)n);
+    if (!text) {
+        PyBuffer_Release(&view);
+    }
+    if (rc != CS_OK) {
+        return raise_code(rc);
+    }
+    Py_RETURN_NONE;
+}
+
 /* asgi_pathsend(handle, path: str): Go serves the file itself. */
 static PyObject *mod_asgi_pathsend(PyObject *self, PyObject *args) {
     unsigned long long handle;
@@ -520,7 +565,8 @@ static PyObject *mod_asgi_take(PyObject *self, PyObject *unused) {
             if (list != NULL) {
                 if (e->kind == CS_EV_NEW) {
                     data = scope_fields(e->data, e->len);
-                } else if (e->kind == CS_EV_BODY) {
+                } else if (e->kind == CS_EV_BODY || e->kind == CS_EV_WS_MSG ||
+                           (e->kind == CS_EV_DISCONNECT && e->data != NULL)) {
                     data = PyBytes_FromStringAndSize(e->data, (Py_ssize_t)e->len);
                 } else {
                     Py_INCREF(Py_None);
@@ -555,6 +601,7 @@ static PyMethodDef module_methods[] = {
     {"asgi_body", mod_asgi_body, METH_VARARGS, "Send response body bytes."},
     {"asgi_signal", mod_asgi_signal, METH_VARARGS, "Ask for body / report the app done."},
     {"asgi_pathsend", mod_asgi_pathsend, METH_VARARGS, "Serve a file as the response body."},
+    {"asgi_ws", mod_asgi_ws, METH_VARARGS, "WebSocket send or close."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -54,6 +54,18 @@ type Python struct {
 	Loop string `json:"loop,omitempty"`
 	// LifespanTimeout bounds lifespan startup and shutdown (default 60s).
 	LifespanTimeout caddy.Duration `json:"lifespan_timeout,omitempty"`
+	// WSMaxMessageSize is the largest WebSocket message accepted from a
+	// client, in bytes (default 4 MiB); a larger one closes with 1009.
+	WSMaxMessageSize int64 `json:"ws_max_message_size,omitempty"`
+	// WSPingInterval is how often idle WebSocket clients are pinged
+	// (default 20s; 0 turns keep-alive pings off).
+	WSPingInterval *caddy.Duration `json:"ws_ping_interval,omitempty"`
+	// WSPingTimeout is how long a ping may go unanswered before the
+	// connection is closed with 1011 (default 20s).
+	WSPingTimeout caddy.Duration `json:"ws_ping_timeout,omitempty"`
+	// WSCompression turns permessage-deflate "on" (default, when the client
+	// asks for it) or "off".
+	WSCompression string `json:"ws_compression,omitempty"`
 
 	logger *zap.Logger
 	pool   *pool // WSGI: the interpreter threads
@@ -89,6 +101,10 @@ func (p *Python) check() error {
 		return fmt.Errorf("python: loop must be auto, asyncio or uvloop, not %q", p.Loop)
 	case p.LifespanTimeout < 0:
 		return errors.New("python: lifespan_timeout must not be negative")
+	case p.WSCompression != "" && p.WSCompression != "on" && p.WSCompression != "off":
+		return fmt.Errorf("python: ws_compression must be on or off, not %q", p.WSCompression)
+	case p.WSMaxMessageSize < 0 || p.WSPingTimeout < 0 || (p.WSPingInterval != nil && *p.WSPingInterval < 0):
+		return errors.New("python: ws_max_message_size, ws_ping_interval and ws_ping_timeout must not be negative")
 	case p.Lifespan != "" && p.Lifespan != "on" && p.Lifespan != "off":
 		return fmt.Errorf("python: lifespan must be on or off, not %q", p.Lifespan)
 	case p.Threads < 0:

@@ -37,6 +37,8 @@ enum {
     CS_ERR_BAD_STATE = -3,     /* call out of order (e.g. body before headers): RuntimeError */
     CS_ERR_IO = -4,            /* other I/O failure: OSError */
     CS_ERR_BAD_STATUS = -5,    /* status code outside 100..999: ValueError */
+    CS_ERR_BAD_SUBPROTOCOL = -6, /* websocket.accept chose one the client did not offer */
+    CS_ERR_BAD_CLOSE = -7,     /* websocket.close code not sendable (RFC 6455 7.4) */
 };
 
 /* Initialise the interpreter once per process.
@@ -112,8 +114,9 @@ enum {
     CS_EV_SEND_DONE = 3,  /* a more_body send has been written */
     CS_EV_DISCONNECT = 4, /* client gone, or response complete */
     CS_EV_RELEASE = 5,    /* drop Go's reference to app, after all earlier events */
+    CS_EV_WS_MSG = 6,     /* data: a WebSocket message; flags: 1 if text (UTF-8) */
 };
-enum { CS_NEW_HAS_BODY = 1, CS_NEW_TRAILERS = 2, CS_NEW_TLS = 4 };
+enum { CS_NEW_HAS_BODY = 1, CS_NEW_TRAILERS = 2, CS_NEW_TLS = 4, CS_NEW_WEBSOCKET = 8 };
 
 /* One queued event. data is malloc'd by Go (C.malloc); whoever takes the
  * event owns it and frees it. app is the Runner the request belongs to,

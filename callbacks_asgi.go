@@ -39,6 +39,7 @@ const (
 	hdrStart     = 1
 	hdrEarlyHint = 2
 	hdrTrailers  = 3
+	hdrWSAccept  = 4
 )
 
 //export cs_go_asgi_headers
@@ -72,6 +73,15 @@ func cs_go_asgi_headers(h C.uintptr_t, kind, status C.int, hdrs *C.cs_str, n C.s
 		c.kind = cmdEarlyHint
 	case hdrTrailers:
 		c.kind = cmdTrailers
+	case hdrWSAccept:
+		c.kind = cmdWSAccept
+		if sub := header.Get("Sec-Websocket-Protocol"); sub != "" {
+			if !offeredSubprotocol(rq.r, sub) {
+				return C.CS_ERR_BAD_SUBPROTOCOL
+			}
+			c.path = sub
+			delete(header, "Sec-Websocket-Protocol")
+		}
 	default:
 		return C.CS_ERR_BAD_STATE
 	}
@@ -121,4 +131,35 @@ func cs_go_asgi_pathsend(h C.uintptr_t, path *C.char, n C.size_t) (rc C.long) {
 		return C.CS_ERR_CLIENT_GONE
 	}
 	return rq.enqueue(asgiCmd{kind: cmdPathsend, path: C.GoStringN(path, C.int(n))})
+}
+
+const (
+	wsOpSend  = 1
+	wsOpClose = 2
+)
+
+// validCloseCode reports whether an app may send code in a close frame
+// (RFC 6455 7.4: 1004-1006 and 1015 are reserved, 1016-2999 unassigned).
+func validCloseCode(code int) bool {
+	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999)
+}
+
+//export cs_go_asgi_ws
+func cs_go_asgi_ws(h C.uintptr_t, op, arg C.int, data *C.char, n C.size_t) (rc C.long) {
+	defer recoverTo(&rc)
+	rq := asgiFor(h)
+	if rq == nil {
+		return C.CS_ERR_CLIENT_GONE
+	}
+	b := C.GoBytes(unsafe.Pointer(data), C.int(n)) // a copy: the bytes belong to Python
+	switch op {
+	case wsOpSend:
+		return rq.enqueue(asgiCmd{kind: cmdWSSend, body: b, more: arg != 0})
+	case wsOpClose:
+		if !validCloseCode(int(arg)) || len(b) > 123 {
+			return C.CS_ERR_BAD_CLOSE
+		}
+		return rq.enqueue(asgiCmd{kind: cmdWSClose, status: int(arg), path: string(b)})
+	}
+	return C.CS_ERR_BAD_STATE
 }

@@ -24,9 +24,10 @@ from _caddysnake import ClientDisconnected
 from . import logs
 
 # Event kinds and flags: see caddysnake.h.
-EV_NEW, EV_BODY, EV_SEND_DONE, EV_DISCONNECT = 1, 2, 3, 4
-NEW_HAS_BODY, NEW_TRAILERS, NEW_TLS = 1, 2, 4
-H_START, H_EARLY_HINT, H_TRAILERS = 1, 2, 3
+EV_NEW, EV_BODY, EV_SEND_DONE, EV_DISCONNECT, EV_WS_MSG = 1, 2, 3, 4, 6
+NEW_HAS_BODY, NEW_TRAILERS, NEW_TLS, NEW_WEBSOCKET = 1, 2, 4, 8
+H_START, H_EARLY_HINT, H_TRAILERS, H_WS_ACCEPT = 1, 2, 3, 4
+WS_SEND, WS_CLOSE = 1, 2
 SIG_WANT_BODY, SIG_DONE = 1, 2
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
@@ -74,7 +75,7 @@ def _drain(efd):
         pass
     for kind, handle, runner, flags, data in _caddysnake.asgi_take():
         if kind == EV_NEW:
-            conn = _conns[handle] = _Conn(handle, flags)
+            conn = _conns[handle] = (_WSConn if flags & NEW_WEBSOCKET else _Conn)(handle, flags)
             _loop.create_task(conn.run(runner, data))
         else:
             conn = _conns.get(handle)
@@ -237,6 +238,154 @@ class _Conn:
             raise ValueError("unexpected ASGI message type %r on an HTTP connection" % (kind,))
 
 
+class _WSConn:
+    """One WebSocket connection: the ASGI websocket protocol over Go's conn.
+
+    Before websocket.accept the app may close (HTTP 403) or answer with an
+    HTTP response (websocket.http.response.*). Messages from the client are
+    queued by Go ahead of the app, a bounded number at a time: every message
+    the app receives gives Go a credit to read one more.
+    """
+
+    __slots__ = (
+        "handle", "flags", "scope", "connected", "accepted", "denying", "closed",
+        "queue", "waiter", "send_waiter", "code", "reason",
+    )
+
+    def __init__(self, handle, flags):
+        self.handle = handle
+        self.flags = flags
+        self.scope = None
+        self.connected = False  # websocket.connect delivered
+        self.accepted = False
+        self.denying = False  # sending websocket.http.response.*
+        self.closed = False  # the connection is over (either side)
+        self.queue = []
+        self.waiter = None
+        self.send_waiter = None
+        self.code = 1006
+        self.reason = ""
+
+    async def run(self, runner, fields):
+        failed = True
+        try:
+            self.scope = scope = runner.ws_scope(fields, self.flags)
+            await runner.app(scope, self.receive, self.send)
+            failed = False
+        except BaseException as e:
+            if not (self.closed and isinstance(e, (OSError, asyncio.CancelledError))):
+                logs.error(
+                    "error in ASGI app while serving WebSocket %s\n%s"
+                    % (self.scope["path"] if self.scope else "?",
+                       "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+                )
+        finally:
+            _conns.pop(self.handle, None)
+            try:  # Go closes with 1011 if failed, 1000 if the app just returned
+                _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed))
+            except OSError:
+                pass
+
+    def event(self, kind, flags, data):
+        if kind == EV_WS_MSG:
+            if flags & 1:
+                self.queue.append({"type": "websocket.receive", "text": data.decode("utf-8")})
+            else:
+                self.queue.append({"type": "websocket.receive", "bytes": data})
+            self._wake()
+        elif kind == EV_SEND_DONE:
+            w, self.send_waiter = self.send_waiter, None
+            if w is not None and not w.done():
+                w.set_result(None)
+        elif kind == EV_DISCONNECT:
+            if not self.closed:
+                self.closed = True
+                self.code = flags or 1005
+                self.reason = data.decode("utf-8", "replace") if data else ""
+            self._wake()
+            w, self.send_waiter = self.send_waiter, None
+            if w is not None and not w.done():
+                w.set_exception(ClientDisconnected("WebSocket closed (%d)" % self.code))
+
+    def _wake(self):
+        w, self.waiter = self.waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def receive(self):
+        if not self.connected:
+            self.connected = True
+            return {"type": "websocket.connect"}
+        while True:
+            if self.queue:
+                try:
+                    _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0)  # one more credit
+                except OSError:
+                    pass
+                return self.queue.pop(0)
+            if self.closed:
+                return {"type": "websocket.disconnect", "code": self.code, "reason": self.reason}
+            if self.waiter is None:
+                self.waiter = _loop.create_future()
+            await self.waiter
+
+    async def send(self, message):
+        kind = message["type"]
+        if self.closed:
+            raise ClientDisconnected("WebSocket closed (%d)" % self.code)
+        if kind == "websocket.send":
+            if not self.accepted:
+                raise RuntimeError("websocket.send before websocket.accept")
+            data = message.get("bytes")
+            if data is None:
+                data = message.get("text")
+                if not isinstance(data, str):
+                    raise TypeError("websocket.send needs 'bytes' (bytes) or 'text' (str)")
+            elif not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError("websocket.send 'bytes' must be bytes, not %s" % type(data).__name__)
+            w = self.send_waiter = _loop.create_future()
+            _caddysnake.asgi_ws(self.handle, WS_SEND, 0, data)
+            await w  # until Go has written it: backpressure
+        elif kind == "websocket.accept":
+            if self.accepted or self.denying:
+                raise RuntimeError("websocket.accept sent twice or after an HTTP response")
+            headers = list(message.get("headers") or ())
+            sub = message.get("subprotocol")
+            if sub is not None:
+                if not isinstance(sub, str):
+                    raise TypeError("websocket.accept 'subprotocol' must be str")
+                headers.append((b"sec-websocket-protocol", sub.encode("latin-1")))
+            _caddysnake.asgi_headers(self.handle, H_WS_ACCEPT, 101, headers, 0)
+            self.accepted = True
+        elif kind == "websocket.close":
+            if self.denying:
+                raise RuntimeError("websocket.close during an HTTP denial response")
+            code = message.get("code") or 1000
+            reason = message.get("reason") or ""
+            if type(code) is not int or not isinstance(reason, str):
+                raise TypeError("websocket.close needs an int 'code' and a str 'reason'")
+            _caddysnake.asgi_ws(self.handle, WS_CLOSE, code, reason)
+            self.closed, self.code, self.reason = True, code, reason
+        elif kind == "websocket.http.response.start":
+            if self.accepted or self.denying:
+                raise RuntimeError("websocket.http.response.start after accept or twice")
+            status = message["status"]
+            if type(status) is not int:
+                raise TypeError("'status' must be int, not %s" % type(status).__name__)
+            _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), 0)
+            self.denying = True
+        elif kind == "websocket.http.response.body":
+            if not self.denying:
+                raise RuntimeError("websocket.http.response.body before websocket.http.response.start")
+            body = message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            _caddysnake.asgi_body(self.handle, body, more)
+            if not more:
+                self.closed, self.code = True, 1000
+        else:
+            raise ValueError("unexpected ASGI message type %r on a WebSocket connection" % (kind,))
+
+
 class Runner:
     """One loaded ASGI app (per Caddy handler): scopes, lifespan, state."""
 
@@ -281,6 +430,22 @@ class Runner:
             "state": self.state.copy(),
             "extensions": ext,
         }
+
+    def ws_scope(self, f, flags):
+        scope = self.http_scope(f, flags)
+        scope["type"] = "websocket"
+        scope["scheme"] = "wss" if flags & NEW_TLS else "ws"
+        subprotocols = []
+        for name, value in scope["headers"]:
+            if name == b"sec-websocket-protocol":
+                subprotocols += [p.strip() for p in value.decode("latin-1").split(",") if p.strip()]
+        scope["subprotocols"] = subprotocols
+        ext = {"websocket.http.response": {}}
+        if "tls" in scope["extensions"]:
+            ext["tls"] = scope["extensions"]["tls"]
+        scope["extensions"] = ext
+        del scope["method"]
+        return scope
 
     # -- lifespan (called from Go threads; block until done) -------------------
 

@@ -1,0 +1,282 @@
+package caddysnake
+
+// #include <stdlib.h>
+// #include "caddysnake.h"
+import "C"
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+)
+
+// WebSockets for ASGI apps. The upgrade and framing are done in Go by
+// github.com/coder/websocket; the app sees the ASGI websocket scope and
+// events. A connection costs two goroutines (this request's, and a reader)
+// and no Python thread; an idle one costs nothing in Python.
+//
+// Flow control: the reader takes a credit before reading each message, and
+// the app returns a credit for every message it receives, so at most
+// wsQueue messages wait for a slow app and a flood from the client stalls in
+// TCP. Sends return to the app once written (a slow client slows the app).
+
+const wsQueue = 8 // messages read ahead of the app
+
+type wsOptions struct {
+	maxMessage   int64
+	pingInterval time.Duration
+	pingTimeout  time.Duration
+	compression  bool
+}
+
+func (p *Python) wsOptions() wsOptions {
+	o := wsOptions{maxMessage: 4 << 20, pingInterval: 20 * time.Second, pingTimeout: 20 * time.Second,
+		compression: p.WSCompression != "off"}
+	if p.WSMaxMessageSize > 0 {
+		o.maxMessage = p.WSMaxMessageSize
+	}
+	if p.WSPingInterval != nil {
+		o.pingInterval = time.Duration(*p.WSPingInterval)
+	}
+	if p.WSPingTimeout > 0 {
+		o.pingTimeout = time.Duration(p.WSPingTimeout)
+	}
+	return o
+}
+
+// isWebSocket reports an HTTP/1.1 WebSocket upgrade request (RFC 6455 4.1).
+func isWebSocket(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.ProtoAtLeast(1, 1) &&
+		headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h[key] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// offeredSubprotocol reports whether the client offered proto.
+func offeredSubprotocol(r *http.Request, proto string) bool {
+	for _, v := range r.Header["Sec-Websocket-Protocol"] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.TrimSpace(t) == proto {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// runWS serves a WebSocket request: until the app accepts, it may close
+// (→ 403) or send an HTTP response instead (websocket.http.response).
+func (rq *asgiRequest) runWS(o wsOptions) error {
+	gone := rq.r.Context().Done()
+	for {
+		select {
+		case c := <-rq.cmds:
+			switch c.kind {
+			case cmdWSAccept:
+				return rq.acceptWS(c, o)
+			case cmdWSClose:
+				http.Error(rq.w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
+				rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
+				return nil
+			case cmdDone:
+				if !rq.started {
+					// Returned without accepting: refused, as uvicorn does;
+					// raised: a server error.
+					status := http.StatusForbidden
+					if c.more {
+						status = http.StatusInternalServerError
+					}
+					http.Error(rq.w, http.StatusText(status), status)
+					return nil
+				}
+				rq.handle_(c) // mid denial response: aborts
+			default: // websocket.http.response.start / .body
+				if rq.handle_(c) {
+					rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
+					return nil
+				}
+			}
+		case <-gone:
+			rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
+			return nil
+		}
+	}
+}
+
+func (rq *asgiRequest) acceptWS(c asgiCmd, o wsOptions) error {
+	h := rq.w.Header()
+	for k, v := range c.header {
+		h[k] = v
+	}
+	opts := &websocket.AcceptOptions{
+		// Origin policy is the app's (Channels' AllowedHostsOriginValidator,
+		// Starlette middleware), as under uvicorn.
+		InsecureSkipVerify: true,
+		CompressionMode:    websocket.CompressionDisabled,
+	}
+	if o.compression {
+		opts.CompressionMode = websocket.CompressionNoContextTakeover
+	}
+	if c.path != "" {
+		opts.Subprotocols = []string{c.path}
+	}
+	conn, err := websocket.Accept(rq.w, rq.r, opts)
+	if err != nil {
+		pyLogger.Debug("websocket upgrade failed", zap.Error(err))
+		rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
+		return nil
+	}
+	conn.SetReadLimit(o.maxMessage)
+	return rq.serveWS(conn, o)
+}
+
+// serveWS runs an accepted connection until it closes.
+func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	defer conn.CloseNow()
+	credits := make(chan struct{}, wsQueue)
+	for range wsQueue {
+		credits <- struct{}{}
+	}
+	readerDone := make(chan struct{})
+	go rq.readWS(ctx, conn, credits, readerDone)
+	if o.pingInterval > 0 {
+		go keepAlive(ctx, conn, o.pingInterval, o.pingTimeout)
+	}
+	closeWith := func(code websocket.StatusCode, reason string) error {
+		_ = conn.Close(code, reason) // waits (bounded) for the client's close frame
+		cancel()
+		<-readerDone
+		return nil
+	}
+	for {
+		select {
+		case c := <-rq.cmds:
+			switch c.kind {
+			case cmdWantBody: // the app received a message: one more may be read
+				select {
+				case credits <- struct{}{}:
+				default:
+				}
+			case cmdWSSend:
+				typ := websocket.MessageBinary
+				if c.more {
+					typ = websocket.MessageText
+				}
+				if err := conn.Write(ctx, typ, c.body); err != nil {
+					rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
+					cancel()
+					<-readerDone
+					return nil
+				}
+				rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_SEND_DONE)
+			case cmdWSClose:
+				return closeWith(websocket.StatusCode(c.status), c.path)
+			case cmdDone:
+				if c.more {
+					return closeWith(websocket.StatusInternalError, "")
+				}
+				return closeWith(websocket.StatusNormalClosure, "")
+			}
+		case <-readerDone: // the client closed, dropped, or broke the protocol
+			return nil
+		}
+	}
+}
+
+// readWS reads messages while it has credits and queues them for the app.
+// Whatever ends the connection is reported as websocket.disconnect.
+func (rq *asgiRequest) readWS(ctx context.Context, conn *websocket.Conn, credits chan struct{}, done chan struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-credits:
+		case <-ctx.Done():
+			return
+		}
+		typ, data, err := conn.Read(ctx)
+		if err != nil {
+			code, reason := closeStatus(err)
+			rq.pushDisconnect(code, reason)
+			return
+		}
+		if typ == websocket.MessageText && !utf8.Valid(data) {
+			_ = conn.Close(websocket.StatusInvalidFramePayloadData, "invalid UTF-8 in a text message")
+			rq.pushDisconnect(int(websocket.StatusInvalidFramePayloadData), "")
+			return
+		}
+		flags := 0
+		if typ == websocket.MessageText {
+			flags = 1
+		}
+		var buf unsafe.Pointer
+		if len(data) > 0 {
+			buf = C.CBytes(data) // the loop thread frees it
+		}
+		rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), data: (*C.char)(buf),
+			len: C.size_t(len(data)), kind: C.CS_EV_WS_MSG, flags: C.int(flags)})
+	}
+}
+
+// closeStatus turns a read error into the code the app sees: the client's
+// close code, 1005 when its close frame had none, 1006 when the connection
+// dropped without one, 1009 for an oversized message.
+func closeStatus(err error) (int, string) {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		return int(ce.Code), ce.Reason
+	}
+	if strings.Contains(err.Error(), "read limited at") {
+		return int(websocket.StatusMessageTooBig), ""
+	}
+	return int(websocket.StatusAbnormalClosure), ""
+}
+
+func (rq *asgiRequest) pushDisconnect(code int, reason string) {
+	var buf unsafe.Pointer
+	if reason != "" {
+		buf = C.CBytes([]byte(reason))
+	}
+	rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), data: (*C.char)(buf),
+		len: C.size_t(len(reason)), kind: C.CS_EV_DISCONNECT, flags: C.int(code)})
+}
+
+// keepAlive pings the client; a client that does not answer in time is
+// closed with 1011, as the websockets library behind uvicorn does.
+func keepAlive(ctx context.Context, conn *websocket.Conn, interval, timeout time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, timeout)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					_ = conn.Close(websocket.StatusInternalError, "keepalive ping timeout")
+				}
+				return
+			}
+		}
+	}
+}
