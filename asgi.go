@@ -31,8 +31,10 @@ type asgiRequest struct {
 	handle  cgo.Handle
 	cmds    chan asgiCmd
 	loop    *eventLoop
-	started bool
-	status  int
+	started bool        // the app sent http.response.start
+	status  int         // its status
+	header  http.Header // its headers, applied when the first body bytes go out
+	sent    bool        // the status line has been written to the ResponseWriter
 	// trailers: the app announced trailers, so the body is flushed as it is
 	// written (chunked) and the response ends with http.response.trailers.
 	trailers bool
@@ -136,20 +138,13 @@ func (rq *asgiRequest) handle_(c asgiCmd) bool {
 			delete(h, "Link")
 		}
 	case cmdStart:
-		h := rq.w.Header()
-		for k, v := range c.header {
-			h[k] = v
-		}
-		rq.started, rq.trailers, rq.status = true, c.more, c.status
-		if cl := c.header.Get("Content-Length"); cl != "" {
-			if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
-				rq.body.length = n
-			}
-		}
-		rq.w.WriteHeader(c.status)
+		// Held until the first body bytes (as a WSGI server does), so an
+		// app that fails before sending any body still gets a clean 500.
+		rq.started, rq.trailers, rq.status, rq.header = true, c.more, c.status, c.header
 	case cmdBody:
 		return rq.writeBody(c.body, c.more)
 	case cmdTrailers:
+		rq.commit()
 		h := rq.w.Header()
 		for k, v := range c.header {
 			h[http.TrailerPrefix+k] = v
@@ -163,7 +158,7 @@ func (rq *asgiRequest) handle_(c asgiCmd) bool {
 	case cmdDone:
 		// The app ended (raised, or returned) before completing the
 		// response; the Python side logged why.
-		if !rq.started {
+		if !rq.sent {
 			rq.w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			rq.w.Header().Set("Content-Length", "21")
 			rq.w.WriteHeader(http.StatusInternalServerError)
@@ -173,6 +168,24 @@ func (rq *asgiRequest) handle_(c asgiCmd) bool {
 		panic(http.ErrAbortHandler) // truncate what the client got
 	}
 	return false
+}
+
+// commit writes the status and headers of http.response.start.
+func (rq *asgiRequest) commit() {
+	if rq.sent {
+		return
+	}
+	rq.sent = true
+	h := rq.w.Header()
+	for k, v := range rq.header {
+		h[k] = v
+	}
+	if cl := rq.header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			rq.body.length = n
+		}
+	}
+	rq.w.WriteHeader(rq.status)
 }
 
 func (rq *asgiRequest) flush() error {
@@ -185,6 +198,7 @@ func (rq *asgiRequest) flush() error {
 // writeBody writes a chunk; a more_body chunk is flushed and acknowledged so
 // the app's send() returns only when the client has taken it (backpressure).
 func (rq *asgiRequest) writeBody(b []byte, more bool) bool {
+	rq.commit()
 	var err error
 	if len(b) > 0 && bodyAllowed(rq.status) { // 204/304 bodies are dropped
 		err = rq.body.write(rq.w, b)
@@ -256,9 +270,10 @@ func (rq *asgiRequest) sendFile(path string) {
 		panic(http.ErrAbortHandler)
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && rq.w.Header().Get("Content-Length") == "" && !rq.trailers {
-		rq.w.Header().Set("Content-Length", strconv.FormatInt(st.Size(), 10))
+	if st, err := f.Stat(); err == nil && rq.header.Get("Content-Length") == "" && !rq.trailers {
+		rq.header.Set("Content-Length", strconv.FormatInt(st.Size(), 10))
 	}
+	rq.commit()
 	_, _ = io.Copy(rq.w, f)
 }
 
@@ -334,11 +349,11 @@ func httpVersion(r *http.Request) string {
 	return "1.1"
 }
 
-// rawPath is the path as the client sent it (still percent-encoded), without
-// the query string.
+// rawPath is the path as the client sent it (still percent-encoded, prefix
+// included), without the query string.
 func rawPath(r *http.Request) string {
-	if strings.HasPrefix(r.RequestURI, "/") {
-		p, _, _ := strings.Cut(r.RequestURI, "?")
+	if uri := requestURI(r); strings.HasPrefix(uri, "/") {
+		p, _, _ := strings.Cut(uri, "?")
 		return p
 	}
 	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {

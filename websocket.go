@@ -95,7 +95,7 @@ func (rq *asgiRequest) runWS(o wsOptions) error {
 				rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
 				return nil
 			case cmdDone:
-				if !rq.started {
+				if !rq.sent {
 					// Returned without accepting: refused, as uvicorn does;
 					// raised: a server error.
 					status := http.StatusForbidden

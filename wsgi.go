@@ -71,7 +71,7 @@ func appendEnviron(b []byte, r *http.Request) []byte {
 	b = pair(b, "SCRIPT_NAME", script)
 	b = pair(b, "PATH_INFO", pathInfo)
 	b = pair(b, "QUERY_STRING", r.URL.RawQuery)
-	b = pair(b, "REQUEST_URI", r.RequestURI)
+	b = pair(b, "REQUEST_URI", requestURI(r))
 	b = pair(b, "SERVER_PROTOCOL", r.Proto)
 	scheme := "http"
 	if r.TLS != nil {
@@ -160,6 +160,15 @@ func splitScriptName(r *http.Request) (string, string) {
 		return op[:len(op)-len(path)], path
 	}
 	return "", path
+}
+
+// requestURI is the request target as the client sent it: Caddy's rewrites
+// (handle_path, uri strip_prefix) change r.RequestURI, not the original.
+func requestURI(r *http.Request) string {
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.RequestURI != "" {
+		return orig.RequestURI
+	}
+	return r.RequestURI
 }
 
 // serverNamePort follows gunicorn: the Host header, with the scheme's default

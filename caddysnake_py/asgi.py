@@ -87,54 +87,95 @@ _EMPTY_BODY = {"type": "http.request", "body": b"", "more_body": False}
 _DISCONNECT = {"type": "http.disconnect"}
 
 
-class _Conn:
-    """One HTTP request: the app's receive/send, and its Go-side events."""
+class _Exchange:
+    """What an HTTP request and a WebSocket connection share: the app's task,
+    and futures the Go-side events resolve."""
 
-    __slots__ = (
-        "handle", "flags", "scope", "chunks", "body_done", "asked", "waiter",
-        "disconnected", "started", "complete", "trailers", "send_waiter",
-    )
+    __slots__ = ("handle", "flags", "scope", "waiter", "send_waiter")
 
     def __init__(self, handle, flags):
         self.handle = handle
         self.flags = flags
         self.scope = None
-        self.body_done = not (flags & NEW_HAS_BODY)
-        # Without a body the single http.request event is ready at once.
-        self.chunks = [] if flags & NEW_HAS_BODY else [_EMPTY_BODY]
-        self.asked = False
-        self.waiter = None
-        self.disconnected = False
-        self.started = False
-        self.complete = False
-        self.trailers = False
-        self.send_waiter = None
+        self.waiter = None  # a receive() waiting for an event
+        self.send_waiter = None  # a send() waiting until Go has written
 
     async def run(self, runner, fields):
         failed = True
         try:
-            self.scope = scope = runner.http_scope(fields, self.flags)
+            self.scope = scope = self.make_scope(runner, fields)
             await runner.app(scope, self.receive, self.send)
-            failed = not self.complete
-            if failed and not self.disconnected:
-                logs.error(
-                    "ASGI app returned without %s the response to %s"
-                    % ("completing" if self.started else "starting", self._what())
-                )
+            failed = self.returned()
         except BaseException as e:  # CancelledError and SystemExit included
-            if not (self.disconnected and isinstance(e, (OSError, asyncio.CancelledError))):
+            if not (self.gone() and isinstance(e, (OSError, asyncio.CancelledError))):
                 logs.error(
                     "error in ASGI app while serving %s\n%s"
-                    % (self._what(), "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+                    % (self.what(), "".join(traceback.format_exception(type(e), e, e.__traceback__)))
                 )
         finally:
             _conns.pop(self.handle, None)
-            try:
+            try:  # Go answers 500 / aborts / closes with 1011 when failed
                 _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed))
             except OSError:
-                pass  # the response was already complete: nothing to report
+                pass  # the exchange was already over: nothing to report
 
-    def _what(self):
+    def _wake(self):
+        w, self.waiter = self.waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _wait(self):
+        if self.waiter is None:
+            self.waiter = _loop.create_future()
+        return self.waiter
+
+    def _sent(self, error=None):
+        w, self.send_waiter = self.send_waiter, None
+        if w is not None and not w.done():
+            if error is None:
+                w.set_result(None)
+            else:
+                w.set_exception(error)
+
+    async def _send_and_wait(self, call, *args):
+        w = self.send_waiter = _loop.create_future()
+        call(self.handle, *args)
+        await w  # until Go has written it: a slow client slows the app
+
+
+class _Conn(_Exchange):
+    """One HTTP request: the app's receive/send, and its Go-side events."""
+
+    __slots__ = ("chunks", "body_done", "asked", "disconnected", "started", "complete", "trailers")
+
+    def __init__(self, handle, flags):
+        super().__init__(handle, flags)
+        self.body_done = not (flags & NEW_HAS_BODY)
+        # Without a body the single http.request event is ready at once.
+        self.chunks = [] if flags & NEW_HAS_BODY else [_EMPTY_BODY]
+        self.asked = False
+        self.disconnected = False
+        self.started = False
+        self.complete = False
+        self.trailers = False
+
+    def make_scope(self, runner, fields):
+        return runner.http_scope(fields, self.flags)
+
+    def returned(self):
+        if self.complete:
+            return False
+        if not self.disconnected:
+            logs.error(
+                "ASGI app returned without %s the response to %s"
+                % ("completing" if self.started else "starting", self.what())
+            )
+        return True
+
+    def gone(self):
+        return self.disconnected
+
+    def what(self):
         s = self.scope
         return "%s %s" % (s["method"], s["path"]) if s else "a request"
 
@@ -149,25 +190,11 @@ class _Conn:
             self.body_done = not more
             self._wake()
         elif kind == EV_SEND_DONE:
-            w, self.send_waiter = self.send_waiter, None
-            if w is not None and not w.done():
-                w.set_result(None)
+            self._sent()
         elif kind == EV_DISCONNECT:
             self.disconnected = True
             self._wake()
-            w, self.send_waiter = self.send_waiter, None
-            if w is not None and not w.done():
-                w.set_exception(ClientDisconnected("client disconnected"))
-
-    def _wake(self):
-        w, self.waiter = self.waiter, None
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def _wait(self):
-        if self.waiter is None:
-            self.waiter = _loop.create_future()
-        return self.waiter
+            self._sent(ClientDisconnected("client disconnected"))
 
     # -- the app's callables ---------------------------------------------------
 
@@ -201,9 +228,7 @@ class _Conn:
             if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
                 raise TypeError("http.response.body 'body' must be bytes, not %s" % type(body).__name__)
             if message.get("more_body", False):
-                w = self.send_waiter = _loop.create_future()
-                _caddysnake.asgi_body(self.handle, body, True)
-                await w  # until Go has written it: backpressure
+                await self._send_and_wait(_caddysnake.asgi_body, body, True)
             else:
                 _caddysnake.asgi_body(self.handle, body, False)
                 self.complete = not self.trailers
@@ -238,7 +263,7 @@ class _Conn:
             raise ValueError("unexpected ASGI message type %r on an HTTP connection" % (kind,))
 
 
-class _WSConn:
+class _WSConn(_Exchange):
     """One WebSocket connection: the ASGI websocket protocol over Go's conn.
 
     Before websocket.accept the app may close (HTTP 403) or answer with an
@@ -247,44 +272,29 @@ class _WSConn:
     the app receives gives Go a credit to read one more.
     """
 
-    __slots__ = (
-        "handle", "flags", "scope", "connected", "accepted", "denying", "closed",
-        "queue", "waiter", "send_waiter", "code", "reason",
-    )
+    __slots__ = ("connected", "accepted", "denying", "closed", "queue", "code", "reason")
 
     def __init__(self, handle, flags):
-        self.handle = handle
-        self.flags = flags
-        self.scope = None
+        super().__init__(handle, flags)
         self.connected = False  # websocket.connect delivered
         self.accepted = False
         self.denying = False  # sending websocket.http.response.*
         self.closed = False  # the connection is over (either side)
         self.queue = []
-        self.waiter = None
-        self.send_waiter = None
         self.code = 1006
         self.reason = ""
 
-    async def run(self, runner, fields):
-        failed = True
-        try:
-            self.scope = scope = runner.ws_scope(fields, self.flags)
-            await runner.app(scope, self.receive, self.send)
-            failed = False
-        except BaseException as e:
-            if not (self.closed and isinstance(e, (OSError, asyncio.CancelledError))):
-                logs.error(
-                    "error in ASGI app while serving WebSocket %s\n%s"
-                    % (self.scope["path"] if self.scope else "?",
-                       "".join(traceback.format_exception(type(e), e, e.__traceback__)))
-                )
-        finally:
-            _conns.pop(self.handle, None)
-            try:  # Go closes with 1011 if failed, 1000 if the app just returned
-                _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed))
-            except OSError:
-                pass
+    def make_scope(self, runner, fields):
+        return runner.ws_scope(fields, self.flags)
+
+    def returned(self):
+        return False  # Go closes with 1000 (or 403 before accept)
+
+    def gone(self):
+        return self.closed
+
+    def what(self):
+        return "WebSocket %s" % (self.scope["path"] if self.scope else "?")
 
     def event(self, kind, flags, data):
         if kind == EV_WS_MSG:
@@ -294,23 +304,14 @@ class _WSConn:
                 self.queue.append({"type": "websocket.receive", "bytes": data})
             self._wake()
         elif kind == EV_SEND_DONE:
-            w, self.send_waiter = self.send_waiter, None
-            if w is not None and not w.done():
-                w.set_result(None)
+            self._sent()
         elif kind == EV_DISCONNECT:
             if not self.closed:
                 self.closed = True
                 self.code = flags or 1005
                 self.reason = data.decode("utf-8", "replace") if data else ""
             self._wake()
-            w, self.send_waiter = self.send_waiter, None
-            if w is not None and not w.done():
-                w.set_exception(ClientDisconnected("WebSocket closed (%d)" % self.code))
-
-    def _wake(self):
-        w, self.waiter = self.waiter, None
-        if w is not None and not w.done():
-            w.set_result(None)
+            self._sent(ClientDisconnected("WebSocket closed (%d)" % self.code))
 
     async def receive(self):
         if not self.connected:
@@ -325,9 +326,7 @@ class _WSConn:
                 return self.queue.pop(0)
             if self.closed:
                 return {"type": "websocket.disconnect", "code": self.code, "reason": self.reason}
-            if self.waiter is None:
-                self.waiter = _loop.create_future()
-            await self.waiter
+            await self._wait()
 
     async def send(self, message):
         kind = message["type"]
@@ -343,9 +342,7 @@ class _WSConn:
                     raise TypeError("websocket.send needs 'bytes' (bytes) or 'text' (str)")
             elif not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError("websocket.send 'bytes' must be bytes, not %s" % type(data).__name__)
-            w = self.send_waiter = _loop.create_future()
-            _caddysnake.asgi_ws(self.handle, WS_SEND, 0, data)
-            await w  # until Go has written it: backpressure
+            await self._send_and_wait(_caddysnake.asgi_ws, WS_SEND, 0, data)
         elif kind == "websocket.accept":
             if self.accepted or self.denying:
                 raise RuntimeError("websocket.accept sent twice or after an HTTP response")
