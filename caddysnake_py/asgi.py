@@ -114,6 +114,9 @@ class _Exchange:
                 )
         finally:
             _conns.pop(self.handle, None)
+            # Go's later events no longer reach this exchange: a task of the
+            # app still waiting in receive() (or send()) must learn it is over.
+            self.ended(failed)
             try:  # Go answers 500 / aborts / closes with 1011 when failed
                 _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed))
             except OSError:
@@ -174,6 +177,11 @@ class _Conn(_Exchange):
 
     def gone(self):
         return self.disconnected
+
+    def ended(self, failed):
+        self.disconnected = True
+        self._wake()
+        self._sent(ClientDisconnected("the response is over"))
 
     def what(self):
         s = self.scope
@@ -292,6 +300,12 @@ class _WSConn(_Exchange):
 
     def gone(self):
         return self.closed
+
+    def ended(self, failed):
+        if not self.closed:
+            self.closed, self.code = True, 1011 if failed else 1000
+        self._wake()
+        self._sent(ClientDisconnected("WebSocket closed (%d)" % self.code))
 
     def what(self):
         return "WebSocket %s" % (self.scope["path"] if self.scope else "?")

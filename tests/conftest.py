@@ -513,3 +513,70 @@ def pytest_runtest_makereport(item, call):
         for srv in list(_LIVE_SERVERS):
             tail = srv.log()[-6000:]
             report.sections.append((f"caddy log ({srv.workdir.name}, port {srv.port})", tail))
+
+
+# --------------------------------------------------------------------------
+# ASGI helpers (used by the test_asgi_*.py files)
+# --------------------------------------------------------------------------
+
+ASGI_RAW_DIR = APPS_DIR / "asgi_raw"
+
+
+def asgi_block(module: str, working_dir: object, *, venv: bool = True, lifespan: Optional[str] = None,
+               lifespan_timeout: Optional[str] = None, loop: Optional[str] = None,
+               indent: str = "\t") -> str:
+    """A ``python { module_asgi ... }`` Caddyfile block."""
+    lines = [f"{indent}python {{", f'{indent}\tmodule_asgi "{module}"', f'{indent}\tworking_dir "{working_dir}"']
+    if venv:
+        lines.append(f'{indent}\tvenv "{VENV_DIR}"')
+    if lifespan is not None:
+        lines.append(f"{indent}\tlifespan {lifespan}")
+    if lifespan_timeout is not None:
+        lines.append(f"{indent}\tlifespan_timeout {lifespan_timeout}")
+    if loop is not None:
+        lines.append(f"{indent}\tloop {loop}")
+    lines.append(f"{indent}}}")
+    return "\n".join(lines)
+
+
+H2C_GLOBAL = "\tservers {\n\t\tprotocols h1 h2c\n\t}"
+
+
+def asgi_raw_sites() -> str:
+    """The raw ASGI app at the site root and again under ``handle_path /prefix/*``."""
+    block = asgi_block("asgiapp:app", ASGI_RAW_DIR, lifespan="on", indent="\t\t")
+    return ("http://:@PORT@ {\n"
+            "\thandle_path /prefix/* {\n" + block + "\n\t}\n"
+            "\thandle {\n" + block + "\n\t}\n"
+            "}\n")
+
+
+@pytest.fixture(scope="session")
+def _asgi_server_holder(start_caddy, venv_dir):
+    holder = _Restartable(lambda: start_caddy("asgi-raw", sites=asgi_raw_sites(), global_extra=H2C_GLOBAL))
+    yield holder
+    if holder.server:
+        holder.server.stop()
+
+
+@pytest.fixture
+def asgi_server(_asgi_server_holder) -> CaddyServer:
+    """The raw ASGI app (lifespan on, loop auto, venv), HTTP/1.1 + h2c, shared by the session.
+
+    ``/prefix/...`` reaches a second handler of the same app under
+    ``handle_path /prefix/*``.
+    """
+    return _asgi_server_holder.get()
+
+
+def decode_scope_value(obj):
+    """Inverse of asgi_raw's ``describe``: {"$b": s} -> bytes, {"$t": [...]} -> tuple."""
+    if isinstance(obj, dict):
+        if set(obj) == {"$b"}:
+            return obj["$b"].encode("latin-1")
+        if set(obj) == {"$t"}:
+            return tuple(decode_scope_value(x) for x in obj["$t"])
+        return {k: decode_scope_value(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [decode_scope_value(x) for x in obj]
+    return obj

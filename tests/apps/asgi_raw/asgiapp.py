@@ -1,0 +1,405 @@
+"""A framework-free ASGI 3.0 application exercising the HTTP and lifespan specs.
+
+Routing is on scope["path"] (so under ``handle_path /prefix/*`` the routes are
+``/prefix/<route>``; the prefix is stripped with root_path).  Anything not
+listed in ROUTES returns the scope as JSON (see ``describe``), so
+``/scope/<anything>`` shows how a request was translated.
+
+Events (what the app saw after a disconnect, ...) are kept in the module-level
+``EVENTS`` list and read back with ``GET /events?id=<ident>``.
+
+Lifespan: startup puts {"startup": "raw-startup-done", "counter": 0} in the
+state (and appends "startup" to LIFESPAN_LOG); shutdown appends "shutdown".
+
+Every loop is bounded (MAX_STREAM_SECONDS) so a misbehaving bridge cannot
+keep a task alive for ever.
+"""
+
+import asyncio
+import hashlib
+import json
+import sys
+import time
+from urllib.parse import parse_qs
+
+EVENTS = []          # [(ident, event)]
+LIFESPAN_LOG = []
+MAX_STREAM_SECONDS = 20.0
+
+
+# ---------------------------------------------------------------- helpers
+
+def record(ident, event):
+    EVENTS.append((ident, event))
+
+
+def qs(scope):
+    parsed = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    return {k: v[-1] for k, v in parsed.items()}
+
+
+def describe(obj):
+    """JSON-able view of a scope value that keeps bytes distinguishable:
+    bytes -> {"$b": latin-1 text}; tuples -> {"$t": [...]}."""
+    if isinstance(obj, bytes):
+        return {"$b": obj.decode("latin-1")}
+    if isinstance(obj, tuple):
+        return {"$t": [describe(x) for x in obj]}
+    if isinstance(obj, list):
+        return [describe(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): describe(v) for k, v in obj.items()}
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return {"$repr": repr(obj)}
+
+
+async def read_body(receive):
+    """All http.request events of the body: (body bytes, [(len, more_body, type)])."""
+    chunks, events = [], []
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            events.append((0, False, msg["type"]))
+            break
+        body = msg.get("body", b"")
+        events.append((len(body), msg.get("more_body", False), type(body).__name__))
+        chunks.append(body)
+        if not msg.get("more_body", False):
+            break
+    return b"".join(chunks), events
+
+
+async def respond(send, status, body, content_type=b"text/plain; charset=utf-8", headers=()):
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type),
+                            (b"content-length", str(len(body)).encode())] + list(headers)})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def respond_json(send, obj, status=200, headers=()):
+    await respond(send, status, json.dumps(obj).encode(), b"application/json", headers)
+
+
+# ---------------------------------------------------------------- routes
+
+async def hello(scope, receive, send):
+    await respond(send, 200, b"hello asgi")
+
+
+async def scope_view(scope, receive, send):
+    await read_body(receive)
+    await respond_json(send, {"scope": describe(scope),
+                              "types": {k: type(v).__name__ for k, v in scope.items()}})
+
+
+async def echo(scope, receive, send):
+    body, _ = await read_body(receive)
+    ctype = dict(scope["headers"]).get(b"content-type", b"application/octet-stream")
+    await respond(send, 200, body, ctype)
+
+
+async def upload(scope, receive, send):
+    """Hash a (large) body chunk by chunk; report how it arrived."""
+    h = hashlib.sha256()
+    n_events = n_nonempty = size = 0
+    more_flags = []
+    max_chunk = 0
+    while True:
+        msg = await receive()
+        assert msg["type"] == "http.request", msg
+        body = msg.get("body", b"")
+        n_events += 1
+        if body:
+            n_nonempty += 1
+        size += len(body)
+        max_chunk = max(max_chunk, len(body))
+        h.update(body)
+        more = msg.get("more_body", False)
+        if len(more_flags) < 3:
+            more_flags.append(more)
+        if not more:
+            break
+    await respond_json(send, {"events": n_events, "nonempty": n_nonempty, "size": size,
+                              "sha256": h.hexdigest(), "max_chunk": max_chunk,
+                              "first_more_flags": more_flags})
+
+
+async def body_events(scope, receive, send):
+    """Every http.request event; with ?after=1 also whether one more receive()
+    blocks (it must: the body is over and the response not yet finished)."""
+    _, events = await read_body(receive)
+    out = {"events": events}
+    if qs(scope).get("after"):
+        try:
+            msg = await asyncio.wait_for(receive(), 0.3)
+            out["after"] = msg["type"]
+        except asyncio.TimeoutError:
+            out["after"] = "blocked"
+    await respond_json(send, out)
+
+
+async def stream(scope, receive, send):
+    """?n= chunks "chunk-<i>;" sent with more_body, ?delay= seconds apart."""
+    q = qs(scope)
+    n, delay = int(q.get("n", "5")), float(q.get("delay", "0.2"))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    for i in range(n):
+        await send({"type": "http.response.body", "body": b"chunk-%d;" % i, "more_body": True})
+        await asyncio.sleep(delay)
+    await send({"type": "http.response.body", "body": b"end", "more_body": False})
+
+
+async def watch(scope, receive, send):
+    """Stream until the client leaves. A background task awaits receive()
+    after the body and records what it got; a failing send() is recorded
+    with its class and whether it is an OSError."""
+    ident = qs(scope).get("id", "-")
+    await read_body(receive)
+    t0 = time.monotonic()
+
+    async def watcher():
+        msg = await receive()
+        record(ident, "receive:%s:%.2f" % (msg["type"], time.monotonic() - t0))
+
+    task = asyncio.ensure_future(watcher())
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    record(ident, "started")
+    i = 0
+    try:
+        while time.monotonic() - t0 < MAX_STREAM_SECONDS:
+            try:
+                await send({"type": "http.response.body", "body": b"c%d;" % i, "more_body": True})
+            except BaseException as e:  # noqa: B902 - we want to see whatever it is
+                record(ident, "send-error:%s:%s" % (type(e).__name__, isinstance(e, OSError)))
+                return
+            i += 1
+            await asyncio.sleep(0.05)
+        record(ident, "timeout")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        await asyncio.sleep(0.2)  # let the watcher record, if it is going to
+        if not task.done():
+            record(ident, "watcher-still-waiting")
+            task.cancel()
+
+
+async def receive_after_response(scope, receive, send):
+    """A background task awaits receive() after the body; the response is then
+    completed and the app waits (bounded) for that task, which must get
+    http.disconnect rather than hang."""
+    ident = qs(scope).get("id", "-")
+    await read_body(receive)
+    t0 = time.monotonic()
+
+    async def watcher():
+        try:
+            msg = await asyncio.wait_for(receive(), MAX_STREAM_SECONDS)
+            record(ident, "receive:%s:%.2f" % (msg["type"], time.monotonic() - t0))
+        except asyncio.TimeoutError:
+            record(ident, "receive-timeout")
+
+    task = asyncio.ensure_future(watcher())
+    await asyncio.sleep(0.2)
+    record(ident, "responding")
+    await respond(send, 200, b"done")
+    # stay in the app call until the watcher got its answer (bounded)
+    try:
+        await asyncio.wait_for(asyncio.shield(task), 5)
+    except asyncio.TimeoutError:
+        record(ident, "watcher-still-waiting-5s-after-response")
+
+
+async def events(scope, receive, send):
+    ident = qs(scope).get("id", "")
+    await respond_json(send, {"events": [e for i, e in EVENTS if i == ident]})
+
+
+async def pathsend(scope, receive, send):
+    path = qs(scope)["path"]
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")]})
+    await send({"type": "http.response.pathsend", "path": path})
+
+
+async def early_hint(scope, receive, send):
+    if "http.response.early_hint" in scope["extensions"]:
+        await send({"type": "http.response.early_hint",
+                    "links": [b"</style.css>; rel=preload; as=style"]})
+    await respond(send, 200, b"after the hint")
+
+
+async def trailers(scope, receive, send):
+    if "http.response.trailers" not in scope["extensions"]:
+        await respond(send, 200, b"part1;part2", headers=[(b"x-trailers", b"unsupported")])
+        return
+    await send({"type": "http.response.start", "status": 200, "trailers": True,
+                "headers": [(b"content-type", b"text/plain"), (b"x-trailers", b"announced")]})
+    await send({"type": "http.response.body", "body": b"part1;", "more_body": True})
+    await send({"type": "http.response.body", "body": b"part2", "more_body": False})
+    await send({"type": "http.response.trailers",
+                "headers": [(b"x-checksum", b"sha-abc123")], "more_trailers": False})
+
+
+async def bigstream(scope, receive, send):
+    """?mb= MiB of deterministic bytes in 64 KiB more_body chunks; the
+    sha256 is in a header so the client can check what it got."""
+    mb = int(qs(scope).get("mb", "20"))
+    block = bytes(range(256)) * 256  # 64 KiB
+    n = mb * 16
+    h = hashlib.sha256()
+    for i in range(n):
+        h.update(block[i % 256:] + block[:i % 256])
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream"),
+                            (b"x-sha256", h.hexdigest().encode())]})
+    for i in range(n):
+        await send({"type": "http.response.body", "body": block[i % 256:] + block[:i % 256], "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def status(scope, receive, send):
+    code = int(qs(scope).get("code", "200"))
+    await send({"type": "http.response.start", "status": code, "headers": [(b"x-status", str(code).encode())]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def sleep(scope, receive, send):
+    t = float(qs(scope).get("t", "1"))
+    await asyncio.sleep(t)
+    await respond(send, 200, b"slept")
+
+
+async def loop_info(scope, receive, send):
+    loop = asyncio.get_running_loop()
+    await respond_json(send, {"module": type(loop).__module__, "class": type(loop).__name__,
+                              "uvloop_imported": "uvloop" in sys.modules})
+
+
+async def state_mutate(scope, receive, send):
+    """Mutate this request's state copy, report it before and after."""
+    before = dict(scope["state"])
+    scope["state"]["counter"] = scope["state"].get("counter", 0) + 1
+    scope["state"]["mutated_by"] = qs(scope).get("id", "?")
+    scope["state"].pop("startup", None)
+    await respond_json(send, {"before": describe(before), "after": describe(dict(scope["state"]))})
+
+
+async def headers_view(scope, receive, send):
+    await respond_json(send, {"headers": describe(scope["headers"])})
+
+
+async def response_headers(scope, receive, send):
+    """Duplicate response headers and a mixed-case name."""
+    await send({"type": "http.response.start", "status": 201,
+                "headers": [(b"content-type", b"text/plain"), (b"x-multi", b"one"),
+                            (b"X-Multi", b"two"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]})
+    await send({"type": "http.response.body", "body": b"created"})
+
+
+async def lifespan_log(scope, receive, send):
+    await respond_json(send, {"log": LIFESPAN_LOG})
+
+
+# -- errors ---------------------------------------------------------------
+
+async def err_before_start(scope, receive, send):
+    raise RuntimeError("asgi-before-start-" + qs(scope).get("id", "x"))
+
+
+async def err_after_start(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"partial-body;", "more_body": True})
+    raise RuntimeError("asgi-after-start-" + qs(scope).get("id", "x"))
+
+
+async def err_after_start_cl(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"100")]})
+    await send({"type": "http.response.body", "body": b"only-ten!!", "more_body": True})
+    raise RuntimeError("asgi-after-start-cl-" + qs(scope).get("id", "x"))
+
+
+async def err_no_response(scope, receive, send):
+    return None
+
+
+async def err_bad_type(scope, receive, send):
+    await send({"type": "http.response.bogus-type", "status": 200})
+
+
+async def err_str_body(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": "a str, not bytes"})
+
+
+async def err_int_header(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(1234, b"value")]})
+    await send({"type": "http.response.body", "body": b"x"})
+
+
+async def err_str_status(scope, receive, send):
+    await send({"type": "http.response.start", "status": "200", "headers": []})
+    await send({"type": "http.response.body", "body": b"x"})
+
+
+async def err_body_before_start(scope, receive, send):
+    await send({"type": "http.response.body", "body": b"x"})
+
+
+ROUTES = {
+    "/hello": hello,
+    "/echo": echo,
+    "/upload": upload,
+    "/body-events": body_events,
+    "/stream": stream,
+    "/watch": watch,
+    "/events": events,
+    "/receive-after-response": receive_after_response,
+    "/pathsend": pathsend,
+    "/early-hint": early_hint,
+    "/trailers": trailers,
+    "/sleep": sleep,
+    "/bigstream": bigstream,
+    "/status": status,
+    "/loop": loop_info,
+    "/state/mutate": state_mutate,
+    "/headers": headers_view,
+    "/response-headers": response_headers,
+    "/lifespan-log": lifespan_log,
+    "/error/before-start": err_before_start,
+    "/error/after-start": err_after_start,
+    "/error/after-start-cl": err_after_start_cl,
+    "/error/no-response": err_no_response,
+    "/error/bad-type": err_bad_type,
+    "/error/str-body": err_str_body,
+    "/error/int-header": err_int_header,
+    "/error/str-status": err_str_status,
+    "/error/body-before-start": err_body_before_start,
+}
+
+
+async def lifespan(scope, receive, send):
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            LIFESPAN_LOG.append("startup")
+            if "state" in scope:
+                scope["state"]["startup"] = "raw-startup-done"
+                scope["state"]["counter"] = 0
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            LIFESPAN_LOG.append("shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await lifespan(scope, receive, send)
+        return
+    assert scope["type"] == "http", scope["type"]
+    handler = ROUTES.get(scope["path"][len(scope["root_path"]):] if scope["path"].startswith(scope["root_path"]) else scope["path"], scope_view)
+    await handler(scope, receive, send)

@@ -1,0 +1,220 @@
+"""receive(): the request body as http.request events, and http.disconnect."""
+
+import hashlib
+import json
+import os
+import socket
+import time
+import uuid
+
+import httpx
+import pytest
+
+from conftest import raw_request, wait_until
+
+
+def read_events(server, ident):
+    r = httpx.get(server.url("/events"), params={"id": ident}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["events"]
+
+
+# ---------------------------------------------------------------- bodies
+
+
+def test_echo_small_body(asgi_server):
+    body = "h\u00e9llo \u2603 body".encode()
+    r = httpx.post(asgi_server.url("/echo"), content=body, headers={"Content-Type": "text/x-test"}, timeout=10)
+    assert r.status_code == 200
+    assert r.content == body
+    assert r.headers["content-type"] == "text/x-test"
+
+
+def test_large_streamed_upload_arrives_in_chunks(asgi_server):
+    """50 MiB sent from a generator (chunked transfer encoding)."""
+    total_chunks, chunk = 50, os.urandom(1 << 20)
+    expected = hashlib.sha256()
+    for i in range(total_chunks):
+        expected.update(bytes([i]) + chunk[1:])
+
+    def gen():
+        for i in range(total_chunks):
+            yield bytes([i]) + chunk[1:]
+
+    r = httpx.post(asgi_server.url("/upload"), content=gen(), timeout=60)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["size"] == total_chunks << 20
+    assert data["sha256"] == expected.hexdigest()
+    assert data["nonempty"] > 1, "the body was delivered in one http.request event"
+    assert data["first_more_flags"][0] is True
+
+
+def test_large_upload_with_content_length(asgi_server):
+    body = os.urandom(8 << 20)
+    r = httpx.post(asgi_server.url("/upload"), content=body, timeout=60)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["size"] == len(body)
+    assert data["sha256"] == hashlib.sha256(body).hexdigest()
+    assert data["nonempty"] > 1
+    assert data["first_more_flags"][0] is True
+
+
+def test_body_split_across_slow_client_writes(asgi_server):
+    """The app sees what has arrived so far; the last event has more_body False."""
+    s = socket.create_connection(("127.0.0.1", asgi_server.port), timeout=10)
+    try:
+        s.sendall(b"POST /body-events HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello")
+        time.sleep(0.3)
+        s.sendall(b"world")
+        buf = b""
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            buf += c
+    finally:
+        s.close()
+    head, _, body = buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), buf[:500]
+    events = json.loads(body)["events"]
+    assert sum(e[0] for e in events) == 10
+    assert len([e for e in events if e[0]]) == 2, events
+    assert all(e[1] is True for e in events[:-1]) and events[-1][1] is False
+    assert all(e[2] == "bytes" for e in events)
+
+
+@pytest.mark.parametrize("kind", ["get", "post-empty", "chunked-empty"])
+def test_empty_body_is_one_event(asgi_server, kind):
+    if kind == "get":
+        r = httpx.get(asgi_server.url("/body-events"), timeout=10)
+        events = r.json()["events"]
+    elif kind == "post-empty":
+        r = httpx.post(asgi_server.url("/body-events"), content=b"", timeout=10)
+        events = r.json()["events"]
+    else:
+        resp = raw_request(asgi_server.port, b"POST /body-events HTTP/1.1\r\nHost: h\r\n"
+                                             b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n")
+        assert resp.status == 200, resp.raw[:500]
+        events = json.loads(resp.body)["events"]
+    assert events == [[0, False, "bytes"]]
+
+
+def test_receive_after_body_blocks(asgi_server):
+    """After the last body event, receive() waits (the response is not done yet)."""
+    r = httpx.post(asgi_server.url("/body-events?after=1"), content=b"abc", timeout=10)
+    assert r.json() == {"events": [[3, False, "bytes"]], "after": "blocked"}
+    r = httpx.get(asgi_server.url("/body-events?after=1"), timeout=10)
+    assert r.json() == {"events": [[0, False, "bytes"]], "after": "blocked"}
+
+
+# ---------------------------------------------------------------- http.disconnect
+
+
+def read_first_chunk_and_close(port, path, marker: bytes, timeout=10.0):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while marker not in buf.partition(b"\r\n\r\n")[2]:
+            assert time.monotonic() < deadline, f"first chunk not received in {timeout}s: {buf[:300]!r}"
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            c = s.recv(4096)
+            assert c, f"server closed before the first chunk: {buf[:300]!r}"
+            buf += c
+        assert buf.startswith(b"HTTP/1.1 200"), buf[:200]
+    finally:
+        s.close()
+
+
+def test_disconnect_mid_response_gives_http_disconnect(asgi_server):
+    ident = uuid.uuid4().hex[:12]
+    read_first_chunk_and_close(asgi_server.port, f"/watch?id={ident}", b"c0;")
+    t0 = time.monotonic()
+
+    def seen():
+        evs = read_events(asgi_server, ident)
+        return evs if any(e.startswith("receive:") for e in evs) else None
+
+    evs = wait_until(seen, 5.0, interval=0.1, message="the app's receive() to return after the client left")
+    assert "started" in evs
+    got = [e for e in evs if e.startswith("receive:")]
+    assert got[0].startswith("receive:http.disconnect:"), evs
+    assert "timeout" not in evs
+    assert time.monotonic() - t0 < 5.0
+    assert httpx.get(asgi_server.url("/hello"), timeout=10).text == "hello asgi"
+
+
+def test_receive_returns_disconnect_after_response_complete(asgi_server):
+    ident = uuid.uuid4().hex[:12]
+    r = httpx.get(asgi_server.url(f"/receive-after-response?id={ident}"), timeout=10)
+    assert r.status_code == 200 and r.text == "done"
+
+    def seen():
+        evs = read_events(asgi_server, ident)
+        return evs if any(e.startswith("receive") for e in evs) else None
+
+    evs = wait_until(seen, 5.0, interval=0.1, message="receive() to return once the response was sent")
+    assert evs[0] == "responding", evs
+    assert evs[1].startswith("receive:http.disconnect:"), evs
+
+
+def test_many_disconnects_leave_server_healthy(asgi_server):
+    idents = [uuid.uuid4().hex[:12] for _ in range(10)]
+    for ident in idents:
+        read_first_chunk_and_close(asgi_server.port, f"/watch?id={ident}", b"c0;")
+
+    def all_seen():
+        return all(any(e.startswith("receive:http.disconnect") for e in read_events(asgi_server, i))
+                   for i in idents)
+
+    wait_until(all_seen, 8.0, interval=0.2, message="every abandoned stream to see http.disconnect")
+    t0 = time.monotonic()
+    assert httpx.get(asgi_server.url("/hello"), timeout=10).status_code == 200
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_expect_100_continue(asgi_server):
+    """The 100 Continue goes out when the app asks for the body."""
+    body = b"x" * 1000
+    s = socket.create_connection(("127.0.0.1", asgi_server.port), timeout=10)
+    try:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n"
+                  b"Connection: close\r\n\r\n")
+        buf = b""
+        deadline = time.monotonic() + 5
+        while b"\r\n\r\n" not in buf:
+            assert time.monotonic() < deadline, f"no interim response: {buf!r}"
+            c = s.recv(4096)
+            assert c, f"closed before 100 Continue: {buf!r}"
+            buf += c
+        assert buf.startswith(b"HTTP/1.1 100"), buf[:200]
+        s.sendall(body)
+        rest = buf.partition(b"\r\n\r\n")[2]
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            rest += c
+    finally:
+        s.close()
+    head, _, payload = rest.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), rest[:300]
+    data = json.loads(payload)
+    assert data["size"] == 1000
+    assert data["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_upload_over_h2c(asgi_server):
+    pytest.importorskip("h2", reason="h2 package (httpx[http2]) not installed")
+    body = os.urandom(6 << 20)
+    with httpx.Client(http1=False, http2=True, timeout=60) as c:
+        r = c.post(asgi_server.url("/upload"), content=body)
+    assert r.http_version == "HTTP/2"
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["size"] == len(body)
+    assert data["sha256"] == hashlib.sha256(body).hexdigest()
+    assert data["nonempty"] > 1

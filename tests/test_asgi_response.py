@@ -1,0 +1,285 @@
+"""send(): response start/body, streaming, pathsend, early hints, trailers."""
+
+import hashlib
+import os
+import socket
+import time
+import uuid
+
+import httpx
+import pytest
+
+from conftest import raw_request, wait_until
+
+
+def read_events(server, ident):
+    r = httpx.get(server.url("/events"), params={"id": ident}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["events"]
+
+
+# ---------------------------------------------------------------- start/body
+
+
+def test_hello(asgi_server):
+    r = httpx.get(asgi_server.url("/hello"), timeout=10)
+    assert r.status_code == 200
+    assert r.text == "hello asgi"
+    assert r.headers["content-type"] == "text/plain; charset=utf-8"
+    assert r.headers["content-length"] == "10"
+
+
+def test_status_and_duplicate_response_headers(asgi_server):
+    resp = raw_request(asgi_server.port, b"GET /response-headers HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert resp.status == 201, resp.raw[:500]
+    assert resp.header_list("x-multi") == ["one", "two"]
+    assert resp.header_list("set-cookie") == ["a=1", "b=2"]
+    assert resp.body == b"created"
+
+
+def test_keepalive_many_requests(asgi_server):
+    with httpx.Client(timeout=10) as c:
+        for i in range(200):
+            r = c.post(asgi_server.url(f"/echo?i={i}"), content=f"req-{i}".encode())
+            assert r.status_code == 200 and r.text == f"req-{i}"
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def read_stream_with_times(port, path, timeout=15.0):
+    """Raw HTTP/1.1 GET; returns (status line + headers, [(t, bytes received)])."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    t0 = time.monotonic()
+    got = []
+    try:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+        deadline = t0 + timeout
+        while True:
+            assert time.monotonic() < deadline, "stream did not finish in time"
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            c = s.recv(65536)
+            if not c:
+                break
+            got.append((time.monotonic() - t0, c))
+    finally:
+        s.close()
+    return got
+
+
+def test_streaming_chunks_arrive_as_sent(asgi_server):
+    n, delay = 5, 0.3
+    got = read_stream_with_times(asgi_server.port, f"/stream?n={n}&delay={delay}")
+    data = b"".join(c for _, c in got)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"transfer-encoding: chunked" in head.lower()
+    # each more_body send is its own HTTP chunk
+    expected = [b"chunk-%d;" % i for i in range(n)] + [b"end"]
+    chunks, rest = [], body
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        chunks.append(rest[:size])
+        rest = rest[size + 2:]
+    assert b"".join(chunks) == b"".join(expected)
+    assert chunks[:n] == expected[:n], chunks
+    # timing: the first chunk well before the end
+    t_first = next(t for t, c in got if b"chunk-0;" in b"".join(x for tt, x in got if tt <= t))
+    t_last = got[-1][0]
+    assert t_last >= n * delay * 0.9
+    assert t_first < t_last - 0.8, f"first chunk at {t_first:.2f}s, end at {t_last:.2f}s: not streamed"
+
+
+def test_streaming_with_httpx_h2c(asgi_server):
+    pytest.importorskip("h2", reason="h2 package (httpx[http2]) not installed")
+    with httpx.Client(http1=False, http2=True, timeout=15) as c:
+        t0 = time.monotonic()
+        with c.stream("GET", asgi_server.url("/stream?n=4&delay=0.3")) as r:
+            assert r.http_version == "HTTP/2"
+            first, buf = None, b""
+            for piece in r.iter_raw():
+                buf += piece
+                if first is None and b"chunk-0;" in buf:
+                    first = time.monotonic() - t0
+        total = time.monotonic() - t0
+    assert buf == b"chunk-0;chunk-1;chunk-2;chunk-3;end"
+    assert first is not None and first < total - 0.6, (first, total)
+
+
+# ---------------------------------------------------------------- client gone
+
+
+def read_first_chunk_and_close(port, path, marker: bytes, timeout=10.0):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while marker not in buf.partition(b"\r\n\r\n")[2]:
+            assert time.monotonic() < deadline, f"first chunk not received in {timeout}s: {buf[:300]!r}"
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            c = s.recv(4096)
+            assert c, f"server closed before the first chunk: {buf[:300]!r}"
+            buf += c
+    finally:
+        s.close()
+
+
+def test_send_after_client_left_raises_oserror(asgi_server):
+    ident = uuid.uuid4().hex[:12]
+    read_first_chunk_and_close(asgi_server.port, f"/watch?id={ident}", b"c0;")
+
+    def seen():
+        evs = read_events(asgi_server, ident)
+        return evs if any(e.startswith("send-error:") for e in evs) else None
+
+    evs = wait_until(seen, 5.0, interval=0.1, message="send() to fail after the client left")
+    err = next(e for e in evs if e.startswith("send-error:"))
+    cls, is_oserror = err.split(":")[1:3]
+    assert is_oserror == "True", f"send() raised {cls}, which is not an OSError subclass"
+    assert "timeout" not in evs
+
+
+# ---------------------------------------------------------------- pathsend
+
+
+def test_pathsend_serves_file(asgi_server, tmp_path):
+    data = os.urandom(5 << 20)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    r = httpx.get(asgi_server.url("/pathsend"), params={"path": str(path)}, timeout=30)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert len(r.content) == len(data)
+    assert hashlib.sha256(r.content).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert r.headers.get("content-length") in (None, str(len(data)))
+
+
+def test_pathsend_small_file_h2c(asgi_server, tmp_path):
+    pytest.importorskip("h2", reason="h2 package (httpx[http2]) not installed")
+    path = tmp_path / "small.txt"
+    path.write_bytes(b"small file \xe2\x98\x83\n")
+    with httpx.Client(http1=False, http2=True, timeout=15) as c:
+        r = c.get(asgi_server.url("/pathsend"), params={"path": str(path)})
+    assert r.status_code == 200
+    assert r.content == b"small file \xe2\x98\x83\n"
+
+
+# ---------------------------------------------------------------- early hints
+
+
+def test_early_hint_precedes_final_response(asgi_server):
+    resp = raw_request(asgi_server.port, b"GET /early-hint HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    raw = resp.raw
+    assert raw.startswith(b"HTTP/1.1 103"), raw[:300]
+    hint, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"\r\nlink: </style.css>; rel=preload; as=style" in hint.lower(), hint
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:300]
+    final_head, _, final_body = rest.partition(b"\r\n\r\n")
+    assert b"link:" not in final_head.lower(), "the hint's Link header leaked into the final response"
+    assert final_body.endswith(b"after the hint")
+
+
+def test_early_hint_not_offered_to_http_1_0(asgi_server):
+    resp = raw_request(asgi_server.port, b"GET /early-hint HTTP/1.0\r\nHost: h\r\n\r\n")
+    assert resp.raw.startswith(b"HTTP/1.0 200"), resp.raw[:300]
+    assert resp.body == b"after the hint"
+
+
+def test_early_hint_httpx_final_response(asgi_server):
+    r = httpx.get(asgi_server.url("/early-hint"), timeout=10)
+    assert r.status_code == 200
+    assert r.text == "after the hint"
+
+
+# ---------------------------------------------------------------- trailers
+
+
+def test_trailers_with_te_trailers(asgi_server):
+    resp = raw_request(asgi_server.port, b"GET /trailers HTTP/1.1\r\nHost: h\r\nTE: trailers\r\n"
+                                         b"Connection: close\r\n\r\n")
+    assert resp.status == 200, resp.raw[:500]
+    assert resp.chunked, resp.raw[:500]
+    assert resp.complete
+    assert resp.body == b"part1;part2"
+    assert resp.header("x-trailers") == "announced"
+    # after the last chunk: the trailer field, then the blank line
+    tail = resp.after_headers[resp.after_headers.rfind(b"\r\n0\r\n") + 2:]
+    assert tail.lower() == b"0\r\nx-checksum: sha-abc123\r\n\r\n", tail
+
+
+def test_no_trailers_without_te(asgi_server):
+    resp = raw_request(asgi_server.port, b"GET /trailers HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert resp.status == 200
+    assert resp.body == b"part1;part2"
+    assert resp.header("x-trailers") == "unsupported"
+    assert b"x-checksum" not in resp.raw.lower()
+
+
+def test_trailers_over_h2c(asgi_server):
+    """HTTP/2 carries trailers as a final HEADERS frame; check the body and
+    that the request succeeds (httpx does not expose h2 trailers)."""
+    pytest.importorskip("h2", reason="h2 package (httpx[http2]) not installed")
+    with httpx.Client(http1=False, http2=True, timeout=15) as c:
+        r = c.get(asgi_server.url("/trailers"), headers={"TE": "trailers"})
+    assert r.status_code == 200
+    assert r.headers["x-trailers"] == "announced"
+    assert r.content == b"part1;part2"
+
+
+# ---------------------------------------------------------------- misc
+
+
+def test_large_streamed_response(asgi_server):
+    h = hashlib.sha256()
+    size = 0
+    with httpx.stream("GET", asgi_server.url("/bigstream?mb=20"), timeout=60) as r:
+        assert r.status_code == 200
+        expected = r.headers["x-sha256"]
+        for piece in r.iter_raw():
+            h.update(piece)
+            size += len(piece)
+    assert size == 20 << 20
+    assert h.hexdigest() == expected
+
+
+def test_large_streamed_response_slow_reader(asgi_server):
+    """A client that reads slowly gets every byte (backpressure, no loss)."""
+    h = hashlib.sha256()
+    size = 0
+    with httpx.stream("GET", asgi_server.url("/bigstream?mb=4"), timeout=60) as r:
+        expected = r.headers["x-sha256"]
+        for i, piece in enumerate(r.iter_raw(chunk_size=256 << 10)):
+            h.update(piece)
+            size += len(piece)
+            if i < 8:
+                time.sleep(0.05)
+    assert size == 4 << 20
+    assert h.hexdigest() == expected
+
+
+def test_head_request_has_no_body(asgi_server):
+    resp = raw_request(asgi_server.port, b"HEAD /hello HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+                       head_request=True)
+    assert resp.status == 200
+    assert resp.header("content-length") == "10"
+    assert resp.after_headers == b""
+
+
+@pytest.mark.parametrize("code", [204, 304, 404, 418, 503])
+def test_status_codes(asgi_server, code):
+    r = httpx.get(asgi_server.url(f"/status?code={code}"), timeout=10)
+    assert r.status_code == code
+    assert r.headers["x-status"] == str(code)
+    assert r.content == b""
+
+
+def test_unread_request_body_does_not_break_keepalive(asgi_server):
+    with httpx.Client(timeout=15) as c:
+        r = c.post(asgi_server.url("/hello"), content=os.urandom(3 << 20))
+        assert r.status_code == 200 and r.text == "hello asgi"
+        r = c.post(asgi_server.url("/echo"), content=b"second")
+        assert r.status_code == 200 and r.content == b"second"
