@@ -15,6 +15,7 @@ import (
 	"runtime/cgo"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -31,10 +32,12 @@ type asgiRequest struct {
 	handle  cgo.Handle
 	cmds    chan asgiCmd
 	loop    *eventLoop
-	started bool        // the app sent http.response.start
-	status  int         // its status
-	header  http.Header // its headers, applied when the first body bytes go out
-	sent    bool        // the status line has been written to the ResponseWriter
+	closing <-chan struct{} // the handler is being retired (reload or stop)
+	wsEnded atomic.Bool     // the WebSocket reader saw the connection end
+	started bool            // the app sent http.response.start
+	status  int             // its status
+	header  http.Header     // its headers, applied when the first body bytes go out
+	sent    bool            // the status line has been written to the ResponseWriter
 	// trailers: the app announced trailers, so the body is flushed as it is
 	// written (chunked) and the response ends with http.response.trailers.
 	trailers bool
@@ -76,7 +79,7 @@ const maxPendingCmds = 8
 // serveASGI runs one request through the app's Runner and returns when the
 // response is complete (the app may still run, e.g. background tasks).
 func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
-	rq := &asgiRequest{w: w, r: r, cmds: make(chan asgiCmd, maxPendingCmds), loop: p.loop,
+	rq := &asgiRequest{w: w, r: r, cmds: make(chan asgiCmd, maxPendingCmds), loop: p.loop, closing: p.closing,
 		bodyLeft: r.ContentLength, body: bodyLimit{length: -1}}
 	rq.handle = cgo.NewHandle(rq)
 	// Once deleted, late messages for this request fail in the callbacks

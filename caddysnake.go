@@ -73,6 +73,9 @@ type Python struct {
 	app      *pyApp
 	loop     *eventLoop
 	inflight *sync.WaitGroup
+	// closing is closed by Cleanup: open WebSockets, which Caddy's graceful
+	// shutdown does not track once upgraded, then close with 1001.
+	closing chan struct{}
 }
 
 // CaddyModule returns the Caddy module information.
@@ -176,7 +179,7 @@ func (p *Python) provisionASGI(workDir string) error {
 			return fmt.Errorf("python: lifespan startup of %q failed:\n%v", p.ModuleASGI, err)
 		}
 	}
-	p.app, p.inflight = app, new(sync.WaitGroup)
+	p.app, p.inflight, p.closing = app, new(sync.WaitGroup), make(chan struct{})
 	p.logger.Info("python ASGI app ready", zap.String("module_asgi", p.ModuleASGI), zap.String("lifespan", p.Lifespan))
 	return nil
 }
@@ -202,6 +205,7 @@ func (p *Python) Cleanup() error {
 		p.pool.stop()
 	}
 	if p.app != nil {
+		close(p.closing) // WebSockets say goodbye; plain requests were drained by Caddy
 		p.inflight.Wait()
 		if p.Lifespan == "on" {
 			if err := p.app.lifespan("shutdown", p.lifespanTimeout()); err != nil {

@@ -115,6 +115,10 @@ func (rq *asgiRequest) runWS(o wsOptions) error {
 		case <-gone:
 			rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
 			return nil
+		case <-rq.closing: // not accepted yet, and the app is being retired
+			http.Error(rq.w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
+			rq.pushDisconnect(int(websocket.StatusGoingAway), "")
+			return nil
 		}
 	}
 }
@@ -161,7 +165,9 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 		go keepAlive(ctx, conn, o.pingInterval, o.pingTimeout)
 	}
 	closeWith := func(code websocket.StatusCode, reason string) error {
-		_ = conn.Close(code, reason) // waits (bounded) for the client's close frame
+		if !rq.wsEnded.Load() { // after a protocol error there is nothing to close politely
+			_ = conn.Close(code, reason) // waits (bounded) for the client's close frame
+		}
 		cancel()
 		<-readerDone
 		return nil
@@ -197,6 +203,8 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 			}
 		case <-readerDone: // the client closed, dropped, or broke the protocol
 			return nil
+		case <-rq.closing: // reload or stop: the client should reconnect
+			return closeWith(websocket.StatusGoingAway, "server shutting down")
 		}
 	}
 }
@@ -213,11 +221,13 @@ func (rq *asgiRequest) readWS(ctx context.Context, conn *websocket.Conn, credits
 		}
 		typ, data, err := conn.Read(ctx)
 		if err != nil {
+			rq.wsEnded.Store(true)
 			code, reason := closeStatus(err)
 			rq.pushDisconnect(code, reason)
 			return
 		}
 		if typ == websocket.MessageText && !utf8.Valid(data) {
+			rq.wsEnded.Store(true)
 			_ = conn.Close(websocket.StatusInvalidFramePayloadData, "invalid UTF-8 in a text message")
 			rq.pushDisconnect(int(websocket.StatusInvalidFramePayloadData), "")
 			return

@@ -372,9 +372,14 @@ class _WSConn(_Exchange):
             if self.denying:
                 raise RuntimeError("websocket.close during an HTTP denial response")
             code = message.get("code") or 1000
+            if type(code) is not int:
+                raise TypeError("websocket.close 'code' must be int, not %s" % type(code).__name__)
+            # Lenient like uvicorn: before accept the reason is unused (403),
+            # and FastAPI passes a list of validation errors as the reason.
             reason = message.get("reason") or ""
-            if type(code) is not int or not isinstance(reason, str):
-                raise TypeError("websocket.close needs an int 'code' and a str 'reason'")
+            if not isinstance(reason, str):
+                reason = str(reason)
+            reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")  # RFC 6455 5.5
             _caddysnake.asgi_ws(self.handle, WS_CLOSE, code, reason)
             self.closed, self.code, self.reason = True, code, reason
         elif kind == "websocket.http.response.start":
@@ -495,7 +500,8 @@ class Runner:
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             self._fail("the app raised during lifespan:\n" + tb)
         else:
-            self._fail("the app returned from the lifespan scope without completing it")
+            if not self._shutdown.done():  # returning after shutdown.complete is the norm
+                self._fail("the app returned from the lifespan scope without completing it")
 
     def _fail(self, message):
         for fut in (self._startup, self._shutdown):
