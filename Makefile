@@ -3,6 +3,7 @@
 #   make build   ./caddy with this plugin, linked against $(PYTHON)
 #   make run     build, then serve Caddyfile.example (the seed's Flask app)
 #   make test    build, then every test: Go tests and pytest end-to-end
+#   make bench   build, then the benchmark suite (bench/README.md)
 #
 # PYTHON picks the CPython to embed (default: python3 on PATH), e.g.
 #   make build PYTHON=python3.12
@@ -26,7 +27,7 @@ export CGO_LDFLAGS := -Wl,-rpath,$(PY_LIBDIR) $(CGO_LDFLAGS)
 
 GO_SOURCES := $(wildcard *.go *.c *.h caddysnake_py/*.py cmd/caddy/*.go) go.mod go.sum
 
-.PHONY: build run test test-go test-py check-python clean
+.PHONY: build run test test-go test-py bench check-python clean
 
 build: caddy
 
@@ -72,6 +73,11 @@ test-go: check-python
 test-py: build $(VENV)/.done
 	CADDY_BIN=$(CURDIR)/caddy CADDYSNAKE_VENV=$(CURDIR)/$(VENV) \
 	  $(VENV)/bin/python -m pytest tests -v -rs
+
+# Load test against Caddy respond, Caddy->gunicorn/uvicorn and Granian
+# (~12 min; bench/run --quick for ~3). Prints ratios, writes bench/results/.
+bench: build
+	CADDY_BIN=$(CURDIR)/caddy PYTHON=$(PY) bench/run
 
 clean:
 	rm -rf caddy build $(VENV)
