@@ -15,6 +15,7 @@ import (
 	"runtime/cgo"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -72,9 +73,26 @@ type asgiCmd struct {
 }
 
 // maxPendingCmds bounds what an app can queue without waiting: a response
-// start, an early hint, a final body, want-body and done at most — a
-// more_body send waits for CS_EV_SEND_DONE before the next.
-const maxPendingCmds = 8
+// start, an early hint, STREAM_WINDOW+1 (3) streamed chunks and a final one,
+// trailers, want-body and done: 9 at most; 16 leaves room.
+const maxPendingCmds = 16
+
+// chunkPool recycles the Go copies of response chunks (streaming 100 MiB
+// in 64 KiB chunks would otherwise allocate 1,600 buffers for the GC).
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func getChunk(n int) []byte {
+	if n > 64<<10 {
+		return make([]byte, n)
+	}
+	return (*chunkPool.Get().(*[]byte))[:n]
+}
+
+func putChunk(b []byte) {
+	if cap(b) == 64<<10 {
+		chunkPool.Put(&b)
+	}
+}
 
 // serveASGI runs one request through the app's Runner and returns when the
 // response is complete (the app may still run, e.g. background tasks).
@@ -145,7 +163,9 @@ func (rq *asgiRequest) handle_(c asgiCmd) bool {
 		// app that fails before sending any body still gets a clean 500.
 		rq.started, rq.trailers, rq.status, rq.header = true, c.more, c.status, c.header
 	case cmdBody:
-		return rq.writeBody(c.body, c.more)
+		done := rq.writeBody(c.body, c.more)
+		putChunk(c.body)
+		return done
 	case cmdTrailers:
 		rq.commit()
 		h := rq.w.Header()
@@ -225,7 +245,7 @@ func (rq *asgiRequest) writeBody(b []byte, more bool) bool {
 // called only when the app waits in receive(), so at most one chunk is ever
 // buffered per request (flow control for large uploads).
 func (rq *asgiRequest) readBody() {
-	size := 64 << 10
+	size := 256 << 10 // bounded per request; big enough that uploads cost few crossings
 	if rq.bodyLeft >= 0 && rq.bodyLeft < int64(size) {
 		size = int(rq.bodyLeft)
 	}

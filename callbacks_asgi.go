@@ -97,7 +97,7 @@ func cs_go_asgi_body(h C.uintptr_t, data *C.char, n C.size_t, more C.int) (rc C.
 	}
 	// Copied so the app may reuse or drop its buffer as soon as send()
 	// returns (for a final chunk, that is immediately).
-	b := make([]byte, int(n))
+	b := getChunk(int(n))
 	copy(b, unsafe.Slice((*byte)(unsafe.Pointer(data)), int(n)))
 	return rq.enqueue(asgiCmd{kind: cmdBody, body: b, more: more != 0})
 }

@@ -14,6 +14,7 @@ has written (and flushed) it, so a slow client slows the app.
 """
 
 import asyncio
+import collections
 import os
 import threading
 import traceback
@@ -31,6 +32,9 @@ WS_SEND, WS_CLOSE = 1, 2
 SIG_WANT_BODY, SIG_DONE = 1, 2
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+
+# Streamed response chunks Go may hold for a request beyond the one it writes.
+STREAM_WINDOW = 2
 
 _loop = None
 _conns = {}  # handle -> _Conn, for requests whose app is still running
@@ -87,18 +91,30 @@ _EMPTY_BODY = {"type": "http.request", "body": b"", "more_body": False}
 _DISCONNECT = {"type": "http.disconnect"}
 
 
+def _client_left(exc):
+    """Whether exc is only ClientDisconnected (possibly inside exception groups)."""
+    if isinstance(exc, ClientDisconnected):
+        return True
+    subs = getattr(exc, "exceptions", None)  # BaseExceptionGroup (3.11+)
+    return isinstance(subs, tuple) and bool(subs) and all(
+        _client_left(e) or isinstance(e, asyncio.CancelledError) for e in subs
+    )
+
+
 class _Exchange:
     """What an HTTP request and a WebSocket connection share: the app's task,
     and futures the Go-side events resolve."""
 
-    __slots__ = ("handle", "flags", "scope", "waiter", "send_waiter")
+    __slots__ = ("handle", "flags", "scope", "waiter", "unwritten")
 
     def __init__(self, handle, flags):
         self.handle = handle
         self.flags = flags
         self.scope = None
         self.waiter = None  # a receive() waiting for an event
-        self.send_waiter = None  # a send() waiting until Go has written
+        # one future per chunk Go has queued but not yet written, oldest first
+        # (Go acknowledges in order with CS_EV_SEND_DONE)
+        self.unwritten = collections.deque()
 
     async def run(self, runner, fields):
         failed = True
@@ -107,7 +123,10 @@ class _Exchange:
             await runner.app(scope, self.receive, self.send)
             failed = self.returned()
         except BaseException as e:  # CancelledError and SystemExit included
-            if not (self.gone() and isinstance(e, (OSError, asyncio.CancelledError))):
+            # A client that left is routine (uvicorn logs nothing either):
+            # frameworks re-raise send()'s ClientDisconnected, sometimes
+            # wrapped in an exception group by anyio task groups.
+            if not (_client_left(e) or (self.gone() and isinstance(e, (OSError, asyncio.CancelledError)))):
                 logs.error(
                     "error in ASGI app while serving %s\n%s"
                     % (self.what(), "".join(traceback.format_exception(type(e), e, e.__traceback__)))
@@ -133,17 +152,33 @@ class _Exchange:
         return self.waiter
 
     def _sent(self, error=None):
-        w, self.send_waiter = self.send_waiter, None
-        if w is not None and not w.done():
+        """Go wrote the oldest queued chunk; with an error, every one failed."""
+        while self.unwritten:
+            w = self.unwritten.popleft()
             if error is None:
                 w.set_result(None)
-            else:
-                w.set_exception(error)
+                return
+            w.set_exception(error)
+            w.exception()  # nobody may await it: no "never retrieved" log
 
     async def _send_and_wait(self, call, *args):
-        w = self.send_waiter = _loop.create_future()
+        """Queue one message and return once Go has written it."""
+        w = _loop.create_future()
+        self.unwritten.append(w)
         call(self.handle, *args)
-        await w  # until Go has written it: a slow client slows the app
+        await w  # a slow client slows the app
+
+    async def _send_streamed(self, call, *args):
+        """Queue a body chunk, returning once all but the last STREAM_WINDOW
+        queued chunks are written: Go always has the next chunk at hand when
+        it finishes one (no idle round trip through the loop per chunk), and
+        a slow client still slows the app, with at most STREAM_WINDOW + 1
+        chunks held per request."""
+        w = _loop.create_future()
+        self.unwritten.append(w)
+        call(self.handle, *args)
+        while len(self.unwritten) > STREAM_WINDOW:
+            await self.unwritten[0]
 
 
 class _Conn(_Exchange):
@@ -236,7 +271,7 @@ class _Conn(_Exchange):
             if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
                 raise TypeError("http.response.body 'body' must be bytes, not %s" % type(body).__name__)
             if message.get("more_body", False):
-                await self._send_and_wait(_caddysnake.asgi_body, body, True)
+                await self._send_streamed(_caddysnake.asgi_body, body, True)
             else:
                 _caddysnake.asgi_body(self.handle, body, False)
                 self.complete = not self.trailers
