@@ -125,3 +125,22 @@ def test_run_fails_on_import_error(tmp_path):
     assert res.returncode != 0
     assert "caddysnake-import-boom-marker" in out
     assert "Traceback" in out
+
+
+def test_venv_of_another_python_minor_is_refused(tmp_path):
+    """The binary embeds one Python minor version; a venv made for another one
+    would load incompatible compiled packages, so it is refused by name."""
+    other = tmp_path / "oldvenv"
+    (other / "lib" / "python3.8" / "site-packages").mkdir(parents=True)
+    (other / "pyvenv.cfg").write_text("version = 3.8.18\n")
+    rc, out = validate(tmp_path, body('module_wsgi "rawapp:app"', f'working_dir "{RAW_APP_DIR}"',
+                                      f'venv "{other}"'))
+    assert rc != 0
+    assert "python3.8" in out and "recreate" in out, out
+
+
+def test_venv_that_does_not_exist_is_refused(tmp_path):
+    rc, out = validate(tmp_path, body('module_wsgi "rawapp:app"', f'working_dir "{RAW_APP_DIR}"',
+                                      f'venv "{tmp_path / "nope"}"'))
+    assert rc != 0
+    assert "does not exist" in out, out
