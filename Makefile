@@ -27,7 +27,7 @@ export CGO_LDFLAGS := -Wl,-rpath,$(PY_LIBDIR) $(CGO_LDFLAGS)
 
 GO_SOURCES := $(wildcard *.go *.c *.h caddysnake_py/*.py cmd/caddy/*.go) go.mod go.sum
 
-.PHONY: build run test test-go test-py bench check-python clean
+.PHONY: build run test test-go test-py bench xcaddy check-python clean
 
 build: caddy
 
@@ -73,6 +73,15 @@ test-go: check-python
 test-py: build $(VENV)/.done
 	CADDY_BIN=$(CURDIR)/caddy CADDYSNAKE_VENV=$(CURDIR)/$(VENV) \
 	  $(VENV)/bin/python -m pytest tests -v -rs
+
+# The way Caddy users build plugins: xcaddy (installed if missing) with this
+# checkout as a local replacement; writes build/xcaddy/caddy.
+xcaddy: check-python
+	command -v xcaddy >/dev/null || $(GO) install github.com/caddyserver/xcaddy/cmd/xcaddy@latest
+	mkdir -p build/xcaddy
+	cd build/xcaddy && PATH="$$PATH:$$($(GO) env GOPATH)/bin" \
+	  xcaddy build --with github.com/caddysnake/caddysnake@v0.0.0=$(CURDIR)
+	build/xcaddy/caddy list-modules | grep -q http.handlers.python
 
 # Load test against Caddy respond, Caddy->gunicorn/uvicorn and Granian
 # (~12 min; bench/run --quick for ~3). Prints ratios, writes bench/results/.
