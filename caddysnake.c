@@ -452,8 +452,8 @@ static PyObject *mod_asgi_body(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* asgi_signal(handle, what, arg): want-body (1), app-done (2, arg=failed),
- * pathsend (3, arg unused; see asgi_pathsend). */
+/* asgi_signal(handle, what, arg): want-body / one more WebSocket message (1),
+ * app done (2, arg = failed). */
 static PyObject *mod_asgi_signal(PyObject *self, PyObject *args) {
     unsigned long long handle;
     int what, arg;

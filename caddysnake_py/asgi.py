@@ -15,6 +15,7 @@ has written (and flushed) it, so a slow client slows the app.
 
 import asyncio
 import collections
+import concurrent.futures
 import os
 import threading
 import traceback
@@ -501,22 +502,21 @@ class Runner:
     # -- lifespan (called from Go threads; block until done) -------------------
 
     def startup(self, timeout):
-        fut = asyncio.run_coroutine_threadsafe(self._run_phase("startup"), _loop)
-        try:
-            fut.result(timeout)
-        except TimeoutError:
-            fut.cancel()
-            raise TimeoutError("lifespan startup did not complete within %gs" % timeout) from None
+        self._phase_blocking("startup", timeout)
 
     def shutdown(self, timeout):
-        if self._queue is None:
-            return
-        fut = asyncio.run_coroutine_threadsafe(self._run_phase("shutdown"), _loop)
+        if self._queue is not None:  # startup ran
+            self._phase_blocking("shutdown", timeout)
+
+    def _phase_blocking(self, phase, timeout):
+        """Run a lifespan phase on the loop; the calling Go thread waits with
+        the GIL released (Future.result blocks on a lock)."""
+        fut = asyncio.run_coroutine_threadsafe(self._run_phase(phase), _loop)
         try:
             fut.result(timeout)
-        except TimeoutError:
+        except concurrent.futures.TimeoutError:  # not the builtin before 3.11
             fut.cancel()
-            raise TimeoutError("lifespan shutdown did not complete within %gs" % timeout) from None
+            raise TimeoutError("lifespan %s did not complete within %gs" % (phase, timeout)) from None
 
     async def _run_phase(self, phase):
         if phase == "startup":
