@@ -11,7 +11,7 @@
  *   3. app loading / releasing
  *   4. worker thread states and the per-request entry point
  */
-#define _GNU_SOURCE
+#define _GNU_SOURCE 1 /* same value as pyconfig.h, which defines it too */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
