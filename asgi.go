@@ -120,8 +120,11 @@ func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
 	if ws {
 		flags |= C.CS_NEW_WEBSOCKET
 	}
-	scope := appendScope(make([]byte, 0, 1024), r)
+	buf := scopeBufs.Get().(*[]byte)
+	scope := appendScope((*buf)[:0], r)
 	data := C.CBytes(scope) // the loop thread frees it after decoding
+	*buf = scope
+	scopeBufs.Put(buf)
 	p.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), app: p.app.obj,
 		data: (*C.char)(data), len: C.size_t(len(scope)), kind: C.CS_EV_NEW, flags: C.int(flags)})
 	if ws {
@@ -129,6 +132,9 @@ func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
 	}
 	return rq.run()
 }
+
+// scopeBufs recycles the Go buffers scopes are packed in (C.CBytes copies).
+var scopeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 func (rq *asgiRequest) run() error {
 	gone := rq.r.Context().Done()
