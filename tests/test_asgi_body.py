@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import raw_request, wait_until
+from conftest import raw_request, read_first_chunk_and_close, wait_until
 
 
 def read_events(server, ident):
@@ -110,23 +110,6 @@ def test_receive_after_body_blocks(asgi_server):
 
 
 # ---------------------------------------------------------------- http.disconnect
-
-
-def read_first_chunk_and_close(port, path, marker: bytes, timeout=10.0):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        buf = b""
-        deadline = time.monotonic() + timeout
-        while marker not in buf.partition(b"\r\n\r\n")[2]:
-            assert time.monotonic() < deadline, f"first chunk not received in {timeout}s: {buf[:300]!r}"
-            s.settimeout(max(0.05, deadline - time.monotonic()))
-            c = s.recv(4096)
-            assert c, f"server closed before the first chunk: {buf[:300]!r}"
-            buf += c
-        assert buf.startswith(b"HTTP/1.1 200"), buf[:200]
-    finally:
-        s.close()
 
 
 def test_disconnect_mid_response_gives_http_disconnect(asgi_server):
