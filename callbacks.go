@@ -120,33 +120,39 @@ func (rq *request) start(status int, kv []C.cs_str) C.long {
 	if status < 200 || status > 999 {
 		return C.CS_ERR_BAD_STATUS
 	}
+	// Check everything before touching the ResponseWriter: a 500 sent
+	// instead must not carry some of the rejected headers.
+	length := int64(-1)
 	for i := 0; i < len(kv); i += 2 {
-		if !httpguts.ValidHeaderFieldName(cstr(kv[i])) || !httpguts.ValidHeaderFieldValue(cstr(kv[i+1])) {
+		name, val := cstr(kv[i]), cstr(kv[i+1])
+		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(val) {
 			return C.CS_ERR_BAD_HEADER
 		}
-	}
-	header := rq.w.Header()
-	for i := 0; i < len(kv); i += 2 {
-		// cstr views Python memory that is freed after this call: the header
-		// map must hold copies (CanonicalHeaderKey returns its argument
-		// unchanged when it is already canonical, so clone first).
-		key := http.CanonicalHeaderKey(strings.Clone(cstr(kv[i])))
-		if hopByHop[key] {
-			continue
-		}
-		val := strings.Clone(cstr(kv[i+1]))
-		if key == "Content-Length" {
+		if strings.EqualFold(name, "Content-Length") {
 			n, err := strconv.ParseInt(val, 10, 64)
 			if err != nil || n < 0 {
 				return C.CS_ERR_BAD_HEADER
 			}
-			rq.body.length = n
+			length = n
 		}
-		header[key] = append(header[key], val)
+	}
+	rq.body.length = length
+	header := rq.w.Header()
+	for i := 0; i < len(kv); i += 2 {
+		if key := headerKey(cstr(kv[i])); !hopByHop[key] {
+			header[key] = append(header[key], strings.Clone(cstr(kv[i+1])))
+		}
 	}
 	rq.status = status
 	rq.w.WriteHeader(status)
 	return C.CS_OK
+}
+
+// headerKey returns the canonical key for a header name that views Python
+// memory, as a copy: CanonicalHeaderKey returns its argument unchanged when
+// it is already canonical, and Python frees that memory after the call.
+func headerKey(name string) string {
+	return http.CanonicalHeaderKey(strings.Clone(name))
 }
 
 // cstr views a cs_str as a string without copying (valid for the call only).

@@ -56,7 +56,7 @@ func cs_go_asgi_headers(h C.uintptr_t, kind, status C.int, hdrs *C.cs_str, n C.s
 		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(val) {
 			return C.CS_ERR_BAD_HEADER
 		}
-		key := http.CanonicalHeaderKey(strings.Clone(name)) // the bytes belong to Python
+		key := headerKey(name)
 		if hopByHop[key] {
 			continue
 		}

@@ -190,6 +190,11 @@ func TestServeHTTP(t *testing.T) {
 	if rec := serve("GET", "/raise", ""); rec.Code != 500 || rec.Body.String() != "Internal Server Error" {
 		t.Errorf("raise: %d %q", rec.Code, rec.Body.String())
 	}
+	// A header rejected after others were given must not leak the others
+	// into the 500 sent instead.
+	if rec := serve("GET", "/badlen", ""); rec.Code != 500 || rec.Header().Get("Set-Cookie") != "" {
+		t.Errorf("badlen: %d %v", rec.Code, rec.Header())
+	}
 	if rec := serve("GET", "/after-error", ""); rec.Code != 200 {
 		t.Errorf("the app must keep serving after an error: %d", rec.Code)
 	}
@@ -208,5 +213,19 @@ func TestProvisionImportError(t *testing.T) {
 	err = p.Provision(ctx)
 	if err == nil || !strings.Contains(err.Error(), "Traceback") || !strings.Contains(err.Error(), "No module named 'no_such_module_here'") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+func TestHeaderKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"Content-Type": "Content-Type", "content-type": "Content-Type", "ETag": "Etag",
+		"set-cookie":     "Set-Cookie",
+		"x-custom-thing": "X-Custom-Thing", "X-Custom-Thing": "X-Custom-Thing",
+	} {
+		b := []byte(in) // stands in for Python memory
+		got := headerKey(string(b))
+		if got != want {
+			t.Errorf("headerKey(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

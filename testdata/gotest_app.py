@@ -5,6 +5,9 @@ def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/raise":
         raise RuntimeError("boom from the Go test app")
+    if path == "/badlen":
+        start_response("200 OK", [("Set-Cookie", "leak=1"), ("Content-Length", "abc")])
+        return [b"x"]
     if path == "/echo":
         body = environ["wsgi.input"].read()
         start_response("201 Created", [("Content-Type", "application/octet-stream")])
