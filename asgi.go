@@ -141,10 +141,10 @@ func (rq *asgiRequest) run() error {
 	for {
 		select {
 		case c := <-rq.cmds:
-			if finished := rq.handle_(c); finished {
-				// Tell the app the exchange is over: a receive() waiting
-				// after the body returns http.disconnect.
-				rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
+			if rq.handle_(c) {
+				// Finished: the app completed the response (its receive()
+				// now returns http.disconnect without a word from Go), it
+				// ended, or the write failed (which already told it).
 				return nil
 			}
 		case <-gone:

@@ -108,6 +108,9 @@ class _Exchange:
 
     __slots__ = ("handle", "flags", "scope", "waiter", "unwritten")
 
+    # Whether Go must hear that the app returned even when it succeeded.
+    SIGNAL_END = True
+
     def __init__(self, handle, flags):
         self.handle = handle
         self.flags = flags
@@ -137,10 +140,11 @@ class _Exchange:
             # Go's later events no longer reach this exchange: a task of the
             # app still waiting in receive() (or send()) must learn it is over.
             self.ended(failed)
-            try:  # Go answers 500 / aborts / closes with 1011 when failed
-                _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed))
-            except OSError:
-                pass  # the exchange was already over: nothing to report
+            if failed or self.SIGNAL_END:
+                try:  # Go answers 500 / aborts / closes with 1011 when failed
+                    _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed))
+                except OSError:
+                    pass  # the exchange was already over: nothing to report
 
     def _wake(self):
         w, self.waiter = self.waiter, None
@@ -186,6 +190,11 @@ class _Conn(_Exchange):
     """One HTTP request: the app's receive/send, and its Go-side events."""
 
     __slots__ = ("chunks", "body_done", "asked", "disconnected", "started", "complete", "trailers")
+
+    # Go ends an HTTP exchange by itself once the response is complete (the
+    # last body chunk, trailers or pathsend): a successful return needs no
+    # crossing, only a failed one (500 or abort).
+    SIGNAL_END = False
 
     def __init__(self, handle, flags):
         super().__init__(handle, flags)
@@ -240,13 +249,21 @@ class _Conn(_Exchange):
             self._wake()
             self._sent(ClientDisconnected("client disconnected"))
 
+    def _finish(self):
+        """The response is complete: a receive() waiting for the body (or
+        for the end) now gets http.disconnect."""
+        self.complete = True
+        self._wake()
+
     # -- the app's callables ---------------------------------------------------
 
     async def receive(self):
         while True:
             if self.chunks:
                 return self.chunks.pop(0)
-            if self.disconnected:
+            if self.disconnected or self.complete:
+                # ASGI: receive() after the response was sent says disconnect
+                # (as uvicorn does); Go sends no event for it.
                 return _DISCONNECT
             if not self.body_done and not self.asked:
                 self.asked = True
@@ -275,7 +292,8 @@ class _Conn(_Exchange):
                 await self._send_streamed(_caddysnake.asgi_body, body, True)
             else:
                 _caddysnake.asgi_body(self.handle, body, False)
-                self.complete = not self.trailers
+                if not self.trailers:
+                    self._finish()
         elif kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
@@ -290,7 +308,8 @@ class _Conn(_Exchange):
                 raise RuntimeError("http.response.trailers not announced by http.response.start, or sent late")
             more = bool(message.get("more_trailers", False))
             _caddysnake.asgi_headers(self.handle, H_TRAILERS, 0, message.get("headers", ()), int(more))
-            self.complete = not more
+            if not more:
+                self._finish()
         elif kind == "http.response.pathsend":
             if not self.started or self.complete:
                 raise RuntimeError("http.response.pathsend must follow http.response.start")
@@ -298,7 +317,7 @@ class _Conn(_Exchange):
             if not isinstance(path, str) or not os.path.isabs(path):
                 raise ValueError("http.response.pathsend 'path' must be an absolute path str")
             _caddysnake.asgi_pathsend(self.handle, path)
-            self.complete = True
+            self._finish()
         elif kind == "http.response.early_hint":
             if not self.started:
                 links = [(b"link", link) for link in message.get("links", ())]
