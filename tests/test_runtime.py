@@ -1,0 +1,35 @@
+"""Process-wide runtime settings the module makes for the Python thread."""
+
+import os
+import re
+
+import httpx
+import pytest
+
+from conftest import RAW_APP_DIR, python_block
+
+
+def _caddy_gomaxprocs(server):
+    """GOMAXPROCS as Caddy set it at start-up (its automaxprocs message)."""
+    m = re.search(r"maxprocs: \w+ GOMAXPROCS=(\d+)", server.log())
+    assert m, "Caddy logged no GOMAXPROCS line:\n" + server.log()[-2000:]
+    return int(m.group(1))
+
+
+@pytest.mark.skipif("GOMAXPROCS" in os.environ, reason="GOMAXPROCS is set for the test run itself")
+def test_gomaxprocs_raised_by_one_for_the_python_thread(raw_server):
+    assert httpx.get(raw_server.url("/"), timeout=10).status_code == 200
+    raw_server.wait_for_log("GOMAXPROCS raised by one")
+    raised = re.findall(r'GOMAXPROCS raised by one for the Python thread\s+\{"gomaxprocs": (\d+)\}', raw_server.log())
+    assert raised == [str(_caddy_gomaxprocs(raw_server) + 1)]
+
+
+def test_gomaxprocs_from_the_environment_is_left_alone(start_caddy):
+    sites = "http://:@PORT@ {\n" + python_block("rawapp:app", RAW_APP_DIR, venv=False) + "\n}\n"
+    srv = start_caddy("gomaxprocs-env", sites=sites, env={"GOMAXPROCS": "1"})
+    try:
+        assert httpx.get(srv.url("/"), timeout=10).status_code == 200
+        srv.wait_for_log("embedded Python started")
+        assert "GOMAXPROCS raised" not in srv.log()
+    finally:
+        srv.stop()
