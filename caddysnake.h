@@ -112,7 +112,7 @@ enum {
     CS_EV_NEW = 1,        /* data: packed scope fields; flags: CS_NEW_* */
     CS_EV_BODY = 2,       /* data: body bytes; flags: 1 if more body follows */
     CS_EV_SEND_DONE = 3,  /* a more_body send has been written */
-    CS_EV_DISCONNECT = 4, /* client gone, or response complete */
+    CS_EV_DISCONNECT = 4, /* client gone, an I/O error, or a WebSocket closed */
     CS_EV_RELEASE = 5,    /* drop Go's reference to app, after all earlier events */
     CS_EV_WS_MSG = 6,     /* data: a WebSocket message; flags: 1 if text (UTF-8) */
 };
