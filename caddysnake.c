@@ -126,6 +126,15 @@ static PyObject *raise_code(long code) {
     return NULL;
 }
 
+/* The result of a call into Go: None, or the exception for its error code.
+ * GIL: held in/out. owns: new reference, or NULL with an exception set. */
+static PyObject *none_or_raise(long rc) {
+    if (rc != CS_OK) {
+        return raise_code(rc);
+    }
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------------ */
 /* 1. the `_caddysnake` built-in module                                      */
 /* ------------------------------------------------------------------------ */
@@ -287,10 +296,7 @@ static PyObject *request_send(RequestObject *self, PyObject *const *args,
         PyMem_Free(hdrs);
     }
     Py_XDECREF(items);
-    if (rc != CS_OK) {
-        return raise_code(rc);
-    }
-    Py_RETURN_NONE;
+    return none_or_raise(rc);
 fail:
     if (hdrs != stack) {
         PyMem_Free(hdrs);
@@ -430,10 +436,7 @@ static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
     if (n < 0) {
         return NULL;
     }
-    if (rc != CS_OK) {
-        return raise_code(rc);
-    }
-    Py_RETURN_NONE;
+    return none_or_raise(rc);
 }
 
 /* asgi_body(handle, body, more): Go copies the bytes and queues the write. */
@@ -446,10 +449,7 @@ static PyObject *mod_asgi_body(PyObject *self, PyObject *args) {
     }
     long rc = cs_go_asgi_body((uintptr_t)handle, (char *)body.buf, (size_t)body.len, more);
     PyBuffer_Release(&body);
-    if (rc != CS_OK) {
-        return raise_code(rc);
-    }
-    Py_RETURN_NONE;
+    return none_or_raise(rc);
 }
 
 /* asgi_signal(handle, what, arg): want-body / one more WebSocket message (1),
@@ -461,10 +461,7 @@ static PyObject *mod_asgi_signal(PyObject *self, PyObject *args) {
         return NULL;
     }
     long rc = cs_go_asgi_signal((uintptr_t)handle, what, arg);
-    if (rc != CS_OK) {
-        return raise_code(rc);
-    }
-    Py_RETURN_NONE;
+    return none_or_raise(rc);
 }
 
 /* asgi_ws(handle, op, arg, data): WebSocket send (op 1: data is bytes or
@@ -497,10 +494,7 @@ static PyObject *mod_asgi_ws(PyObject *self, PyObject *args) {
     if (!text) {
         PyBuffer_Release(&view);
     }
-    if (rc != CS_OK) {
-        return raise_code(rc);
-    }
-    Py_RETURN_NONE;
+    return none_or_raise(rc);
 }
 
 /* asgi_pathsend(handle, path: str): Go serves the file itself. */
@@ -512,10 +506,7 @@ static PyObject *mod_asgi_pathsend(PyObject *self, PyObject *args) {
         return NULL;
     }
     long rc = cs_go_asgi_pathsend((uintptr_t)handle, (char *)path, (size_t)n);
-    if (rc != CS_OK) {
-        return raise_code(rc);
-    }
-    Py_RETURN_NONE;
+    return none_or_raise(rc);
 }
 
 /* Split a packed scope buffer ([u32 len][bytes]...) into a tuple of bytes.
