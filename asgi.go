@@ -45,6 +45,7 @@ type asgiRequest struct {
 	bodyLeft int64     // request body bytes still expected, -1 if unknown
 	body     bodyLimit // response body against the declared Content-Length
 	rc       *http.ResponseController
+	posted   int // commands in the loop's outbox, not yet in cmds (eventLoop.outMu)
 }
 
 const (

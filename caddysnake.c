@@ -135,6 +135,20 @@ static PyObject *none_or_raise(long rc) {
     Py_RETURN_NONE;
 }
 
+/* The result of an ASGI message queued in Go's outbox: True when it is the
+ * first since the last flush (the driver must then schedule asgi_flush),
+ * False when a flush is already due, or the exception for an error code.
+ * GIL: held in/out. owns: new reference, or NULL with an exception set. */
+static PyObject *due_or_raise(long rc) {
+    if (rc == CS_OK_FLUSH) {
+        Py_RETURN_TRUE;
+    }
+    if (rc != CS_OK) {
+        return raise_code(rc);
+    }
+    Py_RETURN_FALSE;
+}
+
 /* ------------------------------------------------------------------------ */
 /* 1. the `_caddysnake` built-in module                                      */
 /* ------------------------------------------------------------------------ */
@@ -376,8 +390,10 @@ static PyObject *mod_log(PyObject *self, PyObject *args) {
 
 /* ---- ASGI: functions of `_caddysnake` used by caddysnake_py.asgi ---------
  * All run on the event loop thread with the GIL held, and every Go callback
- * they make is non-blocking (a channel send or a copy), so the GIL is not
- * released around them: releasing and re-taking it would cost more. */
+ * they make is non-blocking (a copy into Go's outbox), so the GIL is not
+ * released around them: releasing and re-taking it would cost more. The
+ * message functions return True when the driver must schedule asgi_flush
+ * (see due_or_raise); until then Go holds the messages. */
 
 /* Fill out[] with borrowed views of ASGI headers: an iterable of
  * [name, value] byte-string pairs. The caller holds *keep (a new reference to
@@ -436,7 +452,7 @@ static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
     if (n < 0) {
         return NULL;
     }
-    return none_or_raise(rc);
+    return due_or_raise(rc);
 }
 
 /* asgi_body(handle, body, more): Go copies the bytes and queues the write. */
@@ -449,7 +465,7 @@ static PyObject *mod_asgi_body(PyObject *self, PyObject *args) {
     }
     long rc = cs_go_asgi_body((uintptr_t)handle, (char *)body.buf, (size_t)body.len, more);
     PyBuffer_Release(&body);
-    return none_or_raise(rc);
+    return due_or_raise(rc);
 }
 
 /* asgi_signal(handle, what, arg): want-body / one more WebSocket message (1),
@@ -461,7 +477,7 @@ static PyObject *mod_asgi_signal(PyObject *self, PyObject *args) {
         return NULL;
     }
     long rc = cs_go_asgi_signal((uintptr_t)handle, what, arg);
-    return none_or_raise(rc);
+    return due_or_raise(rc);
 }
 
 /* asgi_ws(handle, op, arg, data): WebSocket send (op 1: data is bytes or
@@ -494,7 +510,7 @@ static PyObject *mod_asgi_ws(PyObject *self, PyObject *args) {
     if (!text) {
         PyBuffer_Release(&view);
     }
-    return none_or_raise(rc);
+    return due_or_raise(rc);
 }
 
 /* asgi_pathsend(handle, path: str): Go serves the file itself. */
@@ -506,7 +522,15 @@ static PyObject *mod_asgi_pathsend(PyObject *self, PyObject *args) {
         return NULL;
     }
     long rc = cs_go_asgi_pathsend((uintptr_t)handle, (char *)path, (size_t)n);
-    return none_or_raise(rc);
+    return due_or_raise(rc);
+}
+
+/* asgi_flush(): hand every message queued since the last flush to its
+ * request's goroutine (one crossing and, typically, one thread wake-up for
+ * the whole batch). GIL: held in/out; Go does not block. */
+static PyObject *mod_asgi_flush(PyObject *self, PyObject *unused) {
+    cs_go_asgi_flush();
+    Py_RETURN_NONE;
 }
 
 /* Split a packed scope buffer ([u32 len][bytes]...) into a tuple of bytes.
@@ -588,6 +612,7 @@ static PyObject *mod_asgi_take(PyObject *self, PyObject *unused) {
 static PyMethodDef module_methods[] = {
     {"log", mod_log, METH_VARARGS, "log(level, message) to Caddy's logger"},
     {"asgi_take", mod_asgi_take, METH_NOARGS, "Take every queued ASGI event."},
+    {"asgi_flush", mod_asgi_flush, METH_NOARGS, "Deliver the queued ASGI messages to Go."},
     {"asgi_headers", mod_asgi_headers, METH_VARARGS, "Send response start/early hint/trailers."},
     {"asgi_body", mod_asgi_body, METH_VARARGS, "Send response body bytes."},
     {"asgi_signal", mod_asgi_signal, METH_VARARGS, "Ask for body / report the app done."},

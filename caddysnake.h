@@ -32,6 +32,7 @@ enum { CS_LOG_DEBUG = 0, CS_LOG_INFO = 1, CS_LOG_WARN = 2, CS_LOG_ERROR = 3 };
 /* Results of the Go callbacks, turned into Python exceptions by C. */
 enum {
     CS_OK = 0,
+    CS_OK_FLUSH = 1,           /* queued as the first message since the last flush: flush soon */
     CS_ERR_CLIENT_GONE = -1,   /* client disconnected: ClientDisconnected (OSError) */
     CS_ERR_BAD_HEADER = -2,    /* invalid response header name/value: ValueError */
     CS_ERR_BAD_STATE = -3,     /* call out of order (e.g. body before headers): RuntimeError */
@@ -105,7 +106,10 @@ void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
  * queues events for it (cs_event) and wakes it through an eventfd only when
  * the queue goes from empty to non-empty; the loop takes the whole batch in
  * one crossing (cs_go_asgi_take). Messages the app sends reach Go through
- * non-blocking callbacks (cs_go_asgi_*), made with the GIL held.
+ * non-blocking callbacks (cs_go_asgi_*), made with the GIL held, which
+ * validate and copy them into Go's outbox; one later cs_go_asgi_flush hands
+ * the whole outbox to the request goroutines, so waking them is paid once
+ * per loop iteration instead of once per message.
  * ------------------------------------------------------------------------ */
 
 enum {

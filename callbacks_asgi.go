@@ -3,7 +3,8 @@ package caddysnake
 // Callbacks for the ASGI driver. They run on the event loop thread with the
 // GIL held, so each must return at once: they validate, copy what they need
 // into Go memory and queue a command for the request's goroutine. None of
-// them blocks, and none keeps a pointer into Python memory.
+// them blocks, and none keeps a pointer into Python memory. A successful
+// callback returns CS_OK_FLUSH or CS_OK (see eventLoop.post).
 
 // #include "caddysnake.h"
 import "C"
@@ -25,14 +26,10 @@ func asgiFor(h C.uintptr_t) (rq *asgiRequest) {
 	return rq
 }
 
-// enqueue hands a command to the request goroutine without blocking.
+// enqueue queues a command for the request goroutine without blocking; it
+// reaches the goroutine at the loop's next flush (see eventLoop.post).
 func (rq *asgiRequest) enqueue(c asgiCmd) C.long {
-	select {
-	case rq.cmds <- c:
-		return C.CS_OK
-	default: // only an app bypassing the driver's ordering can get here
-		return C.CS_ERR_BAD_STATE
-	}
+	return rq.loop.post(rq, c)
 }
 
 const (

@@ -21,11 +21,30 @@ import (
 // crossing (cs_go_asgi_take). So a burst of N events costs one wake-up and one
 // crossing, not N thread-safe calls, and an idle loop costs nothing (no
 // polling).
+//
+// The other direction is batched too: the app's messages (cs_go_asgi_*
+// callbacks) are validated and copied at once, so send() can raise, but wait
+// in the outbox until the driver calls cs_go_asgi_flush, scheduled for the
+// loop's next iteration by the first message after a flush. Waking a
+// request goroutine costs the loop thread a futex wake-up and a context
+// switch; flushing a whole iteration's messages together wakes each
+// goroutine once (start and body arrive together) and lets the scheduler
+// wake one thread for the lot.
 type eventLoop struct {
 	efd      int
 	mu       sync.Mutex
 	pending  []C.cs_event // C pointers only, so C may read them
 	signaled bool         // a wake-up is in flight and not yet consumed
+
+	outMu sync.Mutex // uncontended: only the loop thread posts and flushes
+	out   []outMsg   // messages posted since the last flush, in order
+	spare []outMsg   // the previous flush's slice, reused
+}
+
+// outMsg is one app message on its way to its request goroutine.
+type outMsg struct {
+	rq *asgiRequest
+	c  asgiCmd
 }
 
 var (
@@ -76,6 +95,45 @@ func (l *eventLoop) push(ev C.cs_event) {
 
 func (l *eventLoop) pushSimple(h uintptr, kind int) {
 	l.push(C.cs_event{handle: C.uintptr_t(h), kind: C.int(kind)})
+}
+
+// post queues an app message for rq until the next flush. It fails only if
+// rq's command channel could overflow, which the driver's ordering rules out.
+func (l *eventLoop) post(rq *asgiRequest, c asgiCmd) C.long {
+	l.outMu.Lock()
+	defer l.outMu.Unlock()
+	// len(rq.cmds) only shrinks meanwhile (the goroutine consumes), so the
+	// check stays true until the flush sends.
+	if len(rq.cmds)+rq.posted >= cap(rq.cmds) {
+		return C.CS_ERR_BAD_STATE
+	}
+	rq.posted++
+	l.out = append(l.out, outMsg{rq, c})
+	if len(l.out) == 1 {
+		return C.CS_OK_FLUSH
+	}
+	return C.CS_OK
+}
+
+// cs_go_asgi_flush hands every posted message to its request goroutine. A
+// request that ended meanwhile still has its buffered channel: the send
+// succeeds and the message is dropped with it.
+//
+//export cs_go_asgi_flush
+func cs_go_asgi_flush() {
+	l := theLoop
+	l.outMu.Lock()
+	defer l.outMu.Unlock()
+	for i := range l.out {
+		m := &l.out[i]
+		m.rq.posted--
+		select {
+		case m.rq.cmds <- m.c:
+		default: // unreachable: post reserved the room
+		}
+	}
+	clear(l.out) // drop the references to finished requests
+	l.out, l.spare = l.spare[:0], l.out
 }
 
 // cs_go_asgi_take moves up to max queued events into out (C memory owned by

@@ -6,7 +6,9 @@ empty; ``_drain`` then takes every queued event in one call
 (``_caddysnake.asgi_take``) and dispatches them: a new request starts a task,
 body chunks / send acknowledgements / disconnects resolve that request's
 futures. Messages the app sends go to Go through ``_caddysnake.asgi_*``,
-which validate and copy synchronously and never block the loop.
+which validate and copy synchronously and never block the loop; Go holds
+them until ``_caddysnake.asgi_flush``, scheduled with ``call_soon`` by the
+first one, so one loop iteration's messages wake Go once.
 
 Flow control: the body is read from the client only while the app waits in
 ``receive()``, one chunk at a time; a ``more_body`` send returns only after Go
@@ -88,6 +90,13 @@ def _drain(efd):
                 conn.event(kind, flags, data)
 
 
+def _flush_soon():
+    """The first message since the last flush was queued: Go holds messages
+    until asgi_flush, which runs once every task made ready so far has run,
+    so a loop iteration's messages reach Go in one crossing and one wake-up."""
+    _loop.call_soon(_caddysnake.asgi_flush)
+
+
 _EMPTY_BODY = {"type": "http.request", "body": b"", "more_body": False}
 _DISCONNECT = {"type": "http.disconnect"}
 
@@ -142,7 +151,8 @@ class _Exchange:
             self.ended(failed)
             if failed or self.SIGNAL_END:
                 try:  # Go answers 500 / aborts / closes with 1011 when failed
-                    _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed))
+                    if _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed)):
+                        _flush_soon()
                 except OSError:
                     pass  # the exchange was already over: nothing to report
 
@@ -170,7 +180,8 @@ class _Exchange:
         """Queue one message and return once Go has written it."""
         w = _loop.create_future()
         self.unwritten.append(w)
-        call(self.handle, *args)
+        if call(self.handle, *args):
+            _flush_soon()
         await w  # a slow client slows the app
 
     async def _send_streamed(self, call, *args):
@@ -181,7 +192,8 @@ class _Exchange:
         chunks held per request."""
         w = _loop.create_future()
         self.unwritten.append(w)
-        call(self.handle, *args)
+        if call(self.handle, *args):
+            _flush_soon()
         while len(self.unwritten) > STREAM_WINDOW:
             await self.unwritten[0]
 
@@ -268,7 +280,8 @@ class _Conn(_Exchange):
             if not self.body_done and not self.asked:
                 self.asked = True
                 try:
-                    _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0)
+                    if _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0):
+                        _flush_soon()
                 except OSError:
                     self.disconnected = True
                     continue
@@ -291,7 +304,8 @@ class _Conn(_Exchange):
             if message.get("more_body", False):
                 await self._send_streamed(_caddysnake.asgi_body, body, True)
             else:
-                _caddysnake.asgi_body(self.handle, body, False)
+                if _caddysnake.asgi_body(self.handle, body, False):
+                    _flush_soon()
                 if not self.trailers:
                     self._finish()
         elif kind == "http.response.start":
@@ -301,13 +315,15 @@ class _Conn(_Exchange):
             if type(status) is not int:
                 raise TypeError("http.response.start 'status' must be int, not %s" % type(status).__name__)
             self.trailers = bool(message.get("trailers", False)) and bool(self.flags & NEW_TRAILERS)
-            _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), int(self.trailers))
+            if _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), int(self.trailers)):
+                _flush_soon()
             self.started = True
         elif kind == "http.response.trailers":
             if not self.trailers or self.complete:
                 raise RuntimeError("http.response.trailers not announced by http.response.start, or sent late")
             more = bool(message.get("more_trailers", False))
-            _caddysnake.asgi_headers(self.handle, H_TRAILERS, 0, message.get("headers", ()), int(more))
+            if _caddysnake.asgi_headers(self.handle, H_TRAILERS, 0, message.get("headers", ()), int(more)):
+                _flush_soon()
             if not more:
                 self._finish()
         elif kind == "http.response.pathsend":
@@ -316,12 +332,14 @@ class _Conn(_Exchange):
             path = message["path"]
             if not isinstance(path, str) or not os.path.isabs(path):
                 raise ValueError("http.response.pathsend 'path' must be an absolute path str")
-            _caddysnake.asgi_pathsend(self.handle, path)
+            if _caddysnake.asgi_pathsend(self.handle, path):
+                _flush_soon()
             self._finish()
         elif kind == "http.response.early_hint":
             if not self.started:
                 links = [(b"link", link) for link in message.get("links", ())]
-                _caddysnake.asgi_headers(self.handle, H_EARLY_HINT, 103, links, 0)
+                if _caddysnake.asgi_headers(self.handle, H_EARLY_HINT, 103, links, 0):
+                    _flush_soon()
         else:
             raise ValueError("unexpected ASGI message type %r on an HTTP connection" % (kind,))
 
@@ -389,7 +407,8 @@ class _WSConn(_Exchange):
         while True:
             if self.queue:
                 try:
-                    _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0)  # one more credit
+                    if _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0):  # one more credit
+                        _flush_soon()
                 except OSError:
                     pass
                 return self.queue.pop(0)
@@ -421,7 +440,8 @@ class _WSConn(_Exchange):
                 if not isinstance(sub, str):
                     raise TypeError("websocket.accept 'subprotocol' must be str")
                 headers.append((b"sec-websocket-protocol", sub.encode("latin-1")))
-            _caddysnake.asgi_headers(self.handle, H_WS_ACCEPT, 101, headers, 0)
+            if _caddysnake.asgi_headers(self.handle, H_WS_ACCEPT, 101, headers, 0):
+                _flush_soon()
             self.accepted = True
         elif kind == "websocket.close":
             if self.denying:
@@ -435,7 +455,8 @@ class _WSConn(_Exchange):
             if not isinstance(reason, str):
                 reason = str(reason)
             reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")  # RFC 6455 5.5
-            _caddysnake.asgi_ws(self.handle, WS_CLOSE, code, reason)
+            if _caddysnake.asgi_ws(self.handle, WS_CLOSE, code, reason):
+                _flush_soon()
             self.closed, self.code, self.reason = True, code, reason
         elif kind == "websocket.http.response.start":
             if self.accepted or self.denying:
@@ -443,14 +464,16 @@ class _WSConn(_Exchange):
             status = message["status"]
             if type(status) is not int:
                 raise TypeError("'status' must be int, not %s" % type(status).__name__)
-            _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), 0)
+            if _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), 0):
+                _flush_soon()
             self.denying = True
         elif kind == "websocket.http.response.body":
             if not self.denying:
                 raise RuntimeError("websocket.http.response.body before websocket.http.response.start")
             body = message.get("body", b"")
             more = bool(message.get("more_body", False))
-            _caddysnake.asgi_body(self.handle, body, more)
+            if _caddysnake.asgi_body(self.handle, body, more):
+                _flush_soon()
             if not more:
                 self.closed, self.code = True, 1000
         else:
