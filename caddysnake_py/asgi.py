@@ -237,8 +237,10 @@ class _Conn(_Exchange):
 
     def ended(self, failed):
         self.disconnected = True
-        self._wake()
-        self._sent(ClientDisconnected("the response is over"))
+        if self.waiter is not None:
+            self._wake()
+        if self.unwritten:
+            self._sent(ClientDisconnected("the response is over"))
 
     def what(self):
         s = self.scope
