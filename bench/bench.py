@@ -741,6 +741,10 @@ def run_bigbody(cfg: Config, ctx: Ctx, args) -> Dict:
 # ---------------------------------------------------------------------------
 
 
+# A round below this fraction of the same config's best round counts as stalled.
+STALL_FRACTION = 0.2
+
+
 def summarize(cfgs: List[Config], raw: Dict[str, List[Dict]], conns_list: List[int]) -> Dict:
     med: Dict = {}
     for cfg in cfgs:
@@ -751,16 +755,22 @@ def summarize(cfgs: List[Config], raw: Dict[str, List[Dict]], conns_list: List[i
                    "rss_idle_mib": median([r.get("rss_idle_mib") for r in recs]), "by_conns": {}}
         for conns in conns_list:
             ws = [r["wrk"][str(conns)] for r in recs if r.get("wrk") and str(conns) in r["wrk"]]
+            # A round far below the config's best one is a stall (seen with gunicorn's gthread
+            # worker behind Caddy: requests parked on kept-alive upstream connections), not
+            # its speed: it is left out of the medians and reported, for every server alike.
+            best = max((w["rps"] or 0 for w in ws), default=0)
+            live = [w for w in ws if (w["rps"] or 0) >= STALL_FRACTION * best]
             m["by_conns"][str(conns)] = {
-                "rps": median([w["rps"] for w in ws]),
-                "p50_ms": median([w["p50_ms"] for w in ws]),
-                "p99_ms": median([w["p99_ms"] for w in ws]),
+                "rps": median([w["rps"] for w in live]),
+                "p50_ms": median([w["p50_ms"] for w in live]),
+                "p99_ms": median([w["p99_ms"] for w in live]),
+                "stalled_rounds": len(ws) - len(live),
                 "errors_total": sum(w["errors"] for w in ws),
                 "non2xx_total": sum(w["non2xx"] for w in ws),
                 "socket_errors_total": sum(w["errors"] - w["non2xx"] for w in ws),
                 "requests_total": sum(w["requests"] or 0 for w in ws),
                 "samples_rps": [w["rps"] for w in ws],
-                "server_cores": median([w.get("cpu", {}).get("server_cores") for w in ws]),
+                "server_cores": median([w.get("cpu", {}).get("server_cores") for w in live]),
                 "other_cores_max": max((w.get("cpu", {}).get("other_cores", 0) for w in ws), default=None),
             }
         med[cfg.key] = m
@@ -788,6 +798,8 @@ def print_table(cfgs: List[Config], med: Dict, conns: int) -> None:
         err = f"{b['errors_total']}"
         if m["failed_rounds"]:
             err += f" !{m['failed_rounds']}fail"
+        if b.get("stalled_rounds"):
+            err += f" !{b['stalled_rounds']}stall"
         say(f"{cfg.key:<34} {cfg.desc[:46]:<46} {fmt(b['rps']):>9} {fmt(b['p50_ms'], '.2f'):>8} "
             f"{fmt(b['p99_ms'], '.2f'):>8} {err:>8} {fmt(m['rss_peak_mib'], '.1f'):>8} "
             f"{fmt(b.get('server_cores'), '.2f'):>6}")
