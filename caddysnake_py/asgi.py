@@ -88,13 +88,28 @@ def _drain(efd):
             conn = _conns.get(handle)
             if conn is not None:
                 conn.event(kind, flags, data)
+    # The steps these events made ready run next, and this flush right after
+    # them, in the same iteration: no extra loop round for their replies.
+    _flush_soon()
+
+
+_flush_scheduled = False
 
 
 def _flush_soon():
-    """The first message since the last flush was queued: Go holds messages
-    until asgi_flush, which runs once every task made ready so far has run,
-    so a loop iteration's messages reach Go in one crossing and one wake-up."""
-    _loop.call_soon(_caddysnake.asgi_flush)
+    """Go holds the app's messages until asgi_flush: schedule it, once, to run
+    after every task step made ready so far, so that a loop iteration's
+    messages reach Go in one crossing and one wake-up."""
+    global _flush_scheduled
+    if not _flush_scheduled:
+        _flush_scheduled = True
+        _loop.call_soon(_flush)
+
+
+def _flush():
+    global _flush_scheduled
+    _flush_scheduled = False
+    _caddysnake.asgi_flush()
 
 
 _EMPTY_BODY = {"type": "http.request", "body": b"", "more_body": False}
