@@ -78,3 +78,55 @@ func TestHTTPVersionAndTrailers(t *testing.T) {
 		}
 	}
 }
+
+// The outbox keeps each request's messages in order, delivers nothing before
+// a flush, reports the first message after a flush (the driver schedules the
+// next flush on it) and never lets a request's channel overflow.
+func TestOutboxPostAndFlush(t *testing.T) {
+	l := &eventLoop{}
+	a := &asgiRequest{cmds: make(chan asgiCmd, 2)}
+	b := &asgiRequest{cmds: make(chan asgiCmd, maxPendingCmds)}
+	steps := []struct {
+		rq   *asgiRequest
+		kind int
+		want int
+	}{
+		{a, cmdStart, postFirst},
+		{b, cmdStart, postQueued},
+		{a, cmdBody, postQueued},
+		{a, cmdDone, postFull}, // a's two slots are spoken for
+		{b, cmdBody, postQueued},
+	}
+	for i, s := range steps {
+		if got := int(l.post(s.rq, asgiCmd{kind: s.kind})); got != s.want {
+			t.Fatalf("step %d: post = %v, want %v", i, got, s.want)
+		}
+	}
+	if len(a.cmds) != 0 || len(b.cmds) != 0 {
+		t.Fatal("a message reached a request before the flush")
+	}
+	l.flush()
+	for _, c := range []struct {
+		rq   *asgiRequest
+		want []int
+	}{{a, []int{cmdStart, cmdBody}}, {b, []int{cmdStart, cmdBody}}} {
+		if c.rq.posted != 0 || len(c.rq.cmds) != len(c.want) {
+			t.Fatalf("after flush: posted %d, %d queued, want 0 and %d", c.rq.posted, len(c.rq.cmds), len(c.want))
+		}
+		for _, k := range c.want {
+			if got := (<-c.rq.cmds).kind; got != k {
+				t.Fatalf("delivered kind %d, want %d", got, k)
+			}
+		}
+	}
+	// Delivered but unread messages still count against the channel.
+	a.cmds <- asgiCmd{kind: cmdStart}
+	a.cmds <- asgiCmd{kind: cmdBody}
+	if got := int(l.post(a, asgiCmd{kind: cmdDone})); got != postFull {
+		t.Fatalf("post to a full channel = %v, want postFull", got)
+	}
+	<-a.cmds
+	if got := int(l.post(a, asgiCmd{kind: cmdDone})); got != postFirst {
+		t.Fatalf("post after the goroutine read one = %v, want postFirst", got)
+	}
+}

@@ -97,6 +97,13 @@ func (l *eventLoop) pushSimple(h uintptr, kind int) {
 	l.push(C.cs_event{handle: C.uintptr_t(h), kind: C.int(kind)})
 }
 
+// post's results, as the C wrappers read them (caddysnake.h).
+const (
+	postQueued = C.CS_OK
+	postFirst  = C.CS_OK_FLUSH      // the outbox was empty: the driver schedules a flush
+	postFull   = C.CS_ERR_BAD_STATE // rq's channel could overflow
+)
+
 // post queues an app message for rq until the next flush. It fails only if
 // rq's command channel could overflow, which the driver's ordering rules out.
 func (l *eventLoop) post(rq *asgiRequest, c asgiCmd) C.long {
@@ -105,23 +112,20 @@ func (l *eventLoop) post(rq *asgiRequest, c asgiCmd) C.long {
 	// len(rq.cmds) only shrinks meanwhile (the goroutine consumes), so the
 	// check stays true until the flush sends.
 	if len(rq.cmds)+rq.posted >= cap(rq.cmds) {
-		return C.CS_ERR_BAD_STATE
+		return postFull
 	}
 	rq.posted++
 	l.out = append(l.out, outMsg{rq, c})
 	if len(l.out) == 1 {
-		return C.CS_OK_FLUSH
+		return postFirst
 	}
-	return C.CS_OK
+	return postQueued
 }
 
-// cs_go_asgi_flush hands every posted message to its request goroutine. A
+// flush hands every posted message to its request goroutine, in order. A
 // request that ended meanwhile still has its buffered channel: the send
 // succeeds and the message is dropped with it.
-//
-//export cs_go_asgi_flush
-func cs_go_asgi_flush() {
-	l := theLoop
+func (l *eventLoop) flush() {
 	l.outMu.Lock()
 	defer l.outMu.Unlock()
 	for i := range l.out {
@@ -134,6 +138,13 @@ func cs_go_asgi_flush() {
 	}
 	clear(l.out) // drop the references to finished requests
 	l.out, l.spare = l.spare[:0], l.out
+}
+
+// cs_go_asgi_flush is the driver's asgi_flush (see flush).
+//
+//export cs_go_asgi_flush
+func cs_go_asgi_flush() {
+	theLoop.flush()
 }
 
 // cs_go_asgi_take moves up to max queued events into out (C memory owned by
