@@ -71,6 +71,7 @@ func startInterpreter() error {
 		interpErr = <-done
 		if interpErr == nil {
 			reserveInterpreterP()
+			tuneGC()
 		}
 	})
 	return interpErr

@@ -33,3 +33,22 @@ def test_gomaxprocs_from_the_environment_is_left_alone(start_caddy):
         assert "GOMAXPROCS raised" not in srv.log()
     finally:
         srv.stop()
+
+
+@pytest.mark.skipif("GOGC" in os.environ or "GOMEMLIMIT" in os.environ, reason="the test run itself tunes the GC")
+def test_gc_headroom_kept_for_the_python_app(raw_server):
+    assert httpx.get(raw_server.url("/"), timeout=10).status_code == 200
+    raw_server.wait_for_log("GC heap headroom kept")
+    assert re.search(r'GC heap headroom kept for the Python app\s+\{"bytes": 33554432\}', raw_server.log())
+
+
+@pytest.mark.parametrize("var,value", [("GOGC", "100"), ("GOMEMLIMIT", "1GiB")])
+def test_gc_settings_from_the_environment_are_left_alone(start_caddy, var, value):
+    sites = "http://:@PORT@ {\n" + python_block("rawapp:app", RAW_APP_DIR, venv=False) + "\n}\n"
+    srv = start_caddy("gc-env", sites=sites, env={var: value})
+    try:
+        assert httpx.get(srv.url("/"), timeout=10).status_code == 200
+        srv.wait_for_log("embedded Python started")
+        assert "GC heap headroom" not in srv.log()
+    finally:
+        srv.stop()
