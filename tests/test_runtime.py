@@ -39,7 +39,7 @@ def test_gomaxprocs_from_the_environment_is_left_alone(start_caddy):
 def test_gc_headroom_kept_for_the_python_app(raw_server):
     assert httpx.get(raw_server.url("/"), timeout=10).status_code == 200
     raw_server.wait_for_log("GC heap headroom kept")
-    assert re.search(r'GC heap headroom kept for the Python app\s+\{"bytes": 33554432\}', raw_server.log())
+    assert re.search(r'GC heap headroom kept for the Python app\s+\{"bytes": 16777216\}', raw_server.log())
 
 
 @pytest.mark.parametrize("var,value", [("GOGC", "100"), ("GOMEMLIMIT", "1GiB")])
