@@ -24,15 +24,20 @@ def test_gomaxprocs_raised_by_one_for_the_python_thread(raw_server):
     assert raised == [str(_caddy_gomaxprocs(raw_server) + 1)]
 
 
-def test_gomaxprocs_from_the_environment_is_left_alone(start_caddy):
+def _log_with_env(start_caddy, env):
+    """Caddy's log after it served one request with `env` in its environment."""
     sites = "http://:@PORT@ {\n" + python_block("rawapp:app", RAW_APP_DIR, venv=False) + "\n}\n"
-    srv = start_caddy("gomaxprocs-env", sites=sites, env={"GOMAXPROCS": "1"})
+    srv = start_caddy("runtime-env", sites=sites, env=env)
     try:
         assert httpx.get(srv.url("/"), timeout=10).status_code == 200
         srv.wait_for_log("embedded Python started")
-        assert "GOMAXPROCS raised" not in srv.log()
+        return srv.log()
     finally:
         srv.stop()
+
+
+def test_gomaxprocs_from_the_environment_is_left_alone(start_caddy):
+    assert "GOMAXPROCS raised" not in _log_with_env(start_caddy, {"GOMAXPROCS": "1"})
 
 
 @pytest.mark.skipif("GOGC" in os.environ or "GOMEMLIMIT" in os.environ, reason="the test run itself tunes the GC")
@@ -44,11 +49,4 @@ def test_gc_headroom_kept_for_the_python_app(raw_server):
 
 @pytest.mark.parametrize("var,value", [("GOGC", "100"), ("GOMEMLIMIT", "1GiB")])
 def test_gc_settings_from_the_environment_are_left_alone(start_caddy, var, value):
-    sites = "http://:@PORT@ {\n" + python_block("rawapp:app", RAW_APP_DIR, venv=False) + "\n}\n"
-    srv = start_caddy("gc-env", sites=sites, env={var: value})
-    try:
-        assert httpx.get(srv.url("/"), timeout=10).status_code == 200
-        srv.wait_for_log("embedded Python started")
-        assert "GC heap headroom" not in srv.log()
-    finally:
-        srv.stop()
+    assert "GC heap headroom" not in _log_with_env(start_caddy, {var: value})
