@@ -16,7 +16,7 @@ import (
 // Why: Caddy allocates ~5 KB per request and keeps a live heap of a few MB,
 // so with Go's default GOGC=100 it collects every ~1,000 requests (~50
 // times a second at 50k req/s), and marking, assists and write barriers cost
-// it more CPU than the Python hand-off. 16 MiB of headroom cuts that to ~15
+// it more CPU than the Python hand-off. 16 MiB of headroom cuts that to ~20
 // collections a second. The memory it trades is bounded (at most 16 MiB of
 // not-yet-collected garbage, next to an interpreter that itself holds tens
 // of MB), unlike a higher GOGC, which multiplies whatever the live heap grows

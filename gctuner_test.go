@@ -36,9 +36,9 @@ func TestGCTunerKeepsHeadroomAndFollowsTheLiveHeap(t *testing.T) {
 	tuner := newGCTuner()
 	defer tuner.stop.Store(true)
 	tuner.tune()
-	// A test binary's live heap is a few MB: 32 MiB of headroom is a
+	// A test binary's live heap is a few MB: 16 MiB of headroom is a
 	// percent well above Go's default.
-	p := waitPercent(t, 300, 10000)
+	p := waitPercent(t, 200, 10000)
 	// A live heap above the headroom: plain GOGC=100 again.
 	big := make([]byte, 3*gcHeadroom)
 	for i := range big {
