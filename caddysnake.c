@@ -135,18 +135,29 @@ static PyObject *none_or_raise(long rc) {
     Py_RETURN_NONE;
 }
 
-/* The result of an ASGI message queued in Go's outbox: True when it is the
- * first since the last flush (the driver must then schedule asgi_flush),
- * False when a flush is already due, or the exception for an error code.
+/* The driver's flush scheduler (caddysnake_py.asgi._flush_soon), registered
+ * once with asgi_on_flush_due; a strong reference kept for the process. */
+static PyObject *flush_due_cb = NULL;
+
+/* The result of an ASGI message queued in Go's outbox: None, after calling
+ * the driver's flush scheduler when it is the first message since the last
+ * flush (so no call site can forget to, and none strands a message), or the
+ * exception for an error code.
  * GIL: held in/out. owns: new reference, or NULL with an exception set. */
 static PyObject *due_or_raise(long rc) {
     if (rc == CS_OK_FLUSH) {
-        Py_RETURN_TRUE;
+        if (flush_due_cb == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "asgi_on_flush_due was never called");
+            return NULL;
+        }
+        PyObject *r = PyObject_CallNoArgs(flush_due_cb);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+        Py_RETURN_NONE;
     }
-    if (rc != CS_OK) {
-        return raise_code(rc);
-    }
-    Py_RETURN_FALSE;
+    return none_or_raise(rc);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -391,9 +402,9 @@ static PyObject *mod_log(PyObject *self, PyObject *args) {
 /* ---- ASGI: functions of `_caddysnake` used by caddysnake_py.asgi ---------
  * All run on the event loop thread with the GIL held, and every Go callback
  * they make is non-blocking (a copy into Go's outbox), so the GIL is not
- * released around them: releasing and re-taking it would cost more. The
- * message functions return True when the driver must schedule asgi_flush
- * (see due_or_raise); until then Go holds the messages. */
+ * released around them: releasing and re-taking it would cost more. Go holds
+ * the messages until asgi_flush; the first one after a flush calls the
+ * driver's scheduler for it (see due_or_raise). */
 
 /* Fill out[] with borrowed views of ASGI headers: an iterable of
  * [name, value] byte-string pairs. The caller holds *keep (a new reference to
@@ -533,6 +544,19 @@ static PyObject *mod_asgi_flush(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* asgi_on_flush_due(callable): register the driver's flush scheduler, called
+ * with no arguments by the message functions when a flush becomes due.
+ * GIL: held in/out. owns: keeps a new reference to callable for good. */
+static PyObject *mod_asgi_on_flush_due(PyObject *self, PyObject *cb) {
+    if (!PyCallable_Check(cb)) {
+        PyErr_SetString(PyExc_TypeError, "asgi_on_flush_due expects a callable");
+        return NULL;
+    }
+    Py_INCREF(cb);
+    Py_XSETREF(flush_due_cb, cb);
+    Py_RETURN_NONE;
+}
+
 /* Split a packed scope buffer ([u32 len][bytes]...) into a tuple of bytes.
  * GIL: held. owns: new reference or NULL. */
 static PyObject *scope_fields(const char *p, size_t len) {
@@ -613,6 +637,7 @@ static PyMethodDef module_methods[] = {
     {"log", mod_log, METH_VARARGS, "log(level, message) to Caddy's logger"},
     {"asgi_take", mod_asgi_take, METH_NOARGS, "Take every queued ASGI event."},
     {"asgi_flush", mod_asgi_flush, METH_NOARGS, "Deliver the queued ASGI messages to Go."},
+    {"asgi_on_flush_due", mod_asgi_on_flush_due, METH_O, "Register the flush scheduler."},
     {"asgi_headers", mod_asgi_headers, METH_VARARGS, "Send response start/early hint/trailers."},
     {"asgi_body", mod_asgi_body, METH_VARARGS, "Send response body bytes."},
     {"asgi_signal", mod_asgi_signal, METH_VARARGS, "Ask for body / report the app done."},

@@ -7,8 +7,9 @@ empty; ``_drain`` then takes every queued event in one call
 body chunks / send acknowledgements / disconnects resolve that request's
 futures. Messages the app sends go to Go through ``_caddysnake.asgi_*``,
 which validate and copy synchronously and never block the loop; Go holds
-them until ``_caddysnake.asgi_flush``, scheduled with ``call_soon`` by the
-first one, so one loop iteration's messages wake Go once.
+them until ``_caddysnake.asgi_flush``, which the first one schedules with
+``call_soon`` (C calls ``_flush_soon`` for it), so one loop iteration's
+messages wake Go once.
 
 Flow control: the body is read from the client only while the app waits in
 ``receive()``, one chunk at a time; a ``more_body`` send returns only after Go
@@ -47,6 +48,7 @@ def start_loop(efd, kind):
     """Start the loop thread; called once, from Go, with the GIL held."""
     global _loop
     loop = _new_loop(kind)
+    _caddysnake.asgi_on_flush_due(_flush_soon)
     ready = threading.Event()
 
     def run():
@@ -99,7 +101,9 @@ _flush_scheduled = False
 def _flush_soon():
     """Go holds the app's messages until asgi_flush: schedule it, once, to run
     after every task step made ready so far, so that a loop iteration's
-    messages reach Go in one crossing and one wake-up."""
+    messages reach Go in one crossing and one wake-up. Called by _drain, and
+    by the C message functions when their message is the first since the
+    last flush."""
     global _flush_scheduled
     if not _flush_scheduled:
         _flush_scheduled = True
@@ -166,8 +170,7 @@ class _Exchange:
             self.ended(failed)
             if failed or self.SIGNAL_END:
                 try:  # Go answers 500 / aborts / closes with 1011 when failed
-                    if _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed)):
-                        _flush_soon()
+                    _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed))
                 except OSError:
                     pass  # the exchange was already over: nothing to report
 
@@ -195,8 +198,7 @@ class _Exchange:
         """Queue one message and return once Go has written it."""
         w = _loop.create_future()
         self.unwritten.append(w)
-        if call(self.handle, *args):
-            _flush_soon()
+        call(self.handle, *args)
         await w  # a slow client slows the app
 
     async def _send_streamed(self, call, *args):
@@ -207,8 +209,7 @@ class _Exchange:
         chunks held per request."""
         w = _loop.create_future()
         self.unwritten.append(w)
-        if call(self.handle, *args):
-            _flush_soon()
+        call(self.handle, *args)
         while len(self.unwritten) > STREAM_WINDOW:
             await self.unwritten[0]
 
@@ -297,8 +298,7 @@ class _Conn(_Exchange):
             if not self.body_done and not self.asked:
                 self.asked = True
                 try:
-                    if _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0):
-                        _flush_soon()
+                    _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0)
                 except OSError:
                     self.disconnected = True
                     continue
@@ -321,8 +321,7 @@ class _Conn(_Exchange):
             if message.get("more_body", False):
                 await self._send_streamed(_caddysnake.asgi_body, body, True)
             else:
-                if _caddysnake.asgi_body(self.handle, body, False):
-                    _flush_soon()
+                _caddysnake.asgi_body(self.handle, body, False)
                 if not self.trailers:
                     self._finish()
         elif kind == "http.response.start":
@@ -332,15 +331,13 @@ class _Conn(_Exchange):
             if type(status) is not int:
                 raise TypeError("http.response.start 'status' must be int, not %s" % type(status).__name__)
             self.trailers = bool(message.get("trailers", False)) and bool(self.flags & NEW_TRAILERS)
-            if _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), int(self.trailers)):
-                _flush_soon()
+            _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), int(self.trailers))
             self.started = True
         elif kind == "http.response.trailers":
             if not self.trailers or self.complete:
                 raise RuntimeError("http.response.trailers not announced by http.response.start, or sent late")
             more = bool(message.get("more_trailers", False))
-            if _caddysnake.asgi_headers(self.handle, H_TRAILERS, 0, message.get("headers", ()), int(more)):
-                _flush_soon()
+            _caddysnake.asgi_headers(self.handle, H_TRAILERS, 0, message.get("headers", ()), int(more))
             if not more:
                 self._finish()
         elif kind == "http.response.pathsend":
@@ -349,14 +346,12 @@ class _Conn(_Exchange):
             path = message["path"]
             if not isinstance(path, str) or not os.path.isabs(path):
                 raise ValueError("http.response.pathsend 'path' must be an absolute path str")
-            if _caddysnake.asgi_pathsend(self.handle, path):
-                _flush_soon()
+            _caddysnake.asgi_pathsend(self.handle, path)
             self._finish()
         elif kind == "http.response.early_hint":
             if not self.started:
                 links = [(b"link", link) for link in message.get("links", ())]
-                if _caddysnake.asgi_headers(self.handle, H_EARLY_HINT, 103, links, 0):
-                    _flush_soon()
+                _caddysnake.asgi_headers(self.handle, H_EARLY_HINT, 103, links, 0)
         else:
             raise ValueError("unexpected ASGI message type %r on an HTTP connection" % (kind,))
 
@@ -424,8 +419,7 @@ class _WSConn(_Exchange):
         while True:
             if self.queue:
                 try:
-                    if _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0):  # one more credit
-                        _flush_soon()
+                    _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0)  # one more credit
                 except OSError:
                     pass
                 return self.queue.pop(0)
@@ -457,8 +451,7 @@ class _WSConn(_Exchange):
                 if not isinstance(sub, str):
                     raise TypeError("websocket.accept 'subprotocol' must be str")
                 headers.append((b"sec-websocket-protocol", sub.encode("latin-1")))
-            if _caddysnake.asgi_headers(self.handle, H_WS_ACCEPT, 101, headers, 0):
-                _flush_soon()
+            _caddysnake.asgi_headers(self.handle, H_WS_ACCEPT, 101, headers, 0)
             self.accepted = True
         elif kind == "websocket.close":
             if self.denying:
@@ -472,8 +465,7 @@ class _WSConn(_Exchange):
             if not isinstance(reason, str):
                 reason = str(reason)
             reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")  # RFC 6455 5.5
-            if _caddysnake.asgi_ws(self.handle, WS_CLOSE, code, reason):
-                _flush_soon()
+            _caddysnake.asgi_ws(self.handle, WS_CLOSE, code, reason)
             self.closed, self.code, self.reason = True, code, reason
         elif kind == "websocket.http.response.start":
             if self.accepted or self.denying:
@@ -481,16 +473,14 @@ class _WSConn(_Exchange):
             status = message["status"]
             if type(status) is not int:
                 raise TypeError("'status' must be int, not %s" % type(status).__name__)
-            if _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), 0):
-                _flush_soon()
+            _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), 0)
             self.denying = True
         elif kind == "websocket.http.response.body":
             if not self.denying:
                 raise RuntimeError("websocket.http.response.body before websocket.http.response.start")
             body = message.get("body", b"")
             more = bool(message.get("more_body", False))
-            if _caddysnake.asgi_body(self.handle, body, more):
-                _flush_soon()
+            _caddysnake.asgi_body(self.handle, body, more)
             if not more:
                 self.closed, self.code = True, 1000
         else:
