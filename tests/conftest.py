@@ -46,11 +46,26 @@ _LIVE_SERVERS: List["CaddyServer"] = []
 # --------------------------------------------------------------------------
 
 
+_HANDED_OUT: set = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free right now and that this session
+    has not handed out before.
+
+    The second condition matters: Caddy binds with SO_REUSEPORT, so if the
+    kernel hands the same ephemeral port to two calls (say a server's HTTP
+    port and its admin port), both listeners bind "successfully" and the
+    kernel splits connections between them -- requests then get the admin
+    API's 404 now and then instead of failing loudly.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05,
