@@ -856,10 +856,10 @@ char *cs_bootstrap(void) {
 /* ------------------------------------------------------------------------ */
 
 cs_obj cs_load_app(const char *spec, const char *working_dir, const char *venv,
-                   const char *kind, int lifespan, char **err) {
+                   const char *kind, int lifespan, unsigned long long config_load, char **err) {
     PyGILState_STATE g = PyGILState_Ensure();
-    PyObject *app = PyObject_CallFunction(g_load_app, "ssssi", spec, working_dir, venv, kind,
-                                          lifespan);
+    PyObject *app = PyObject_CallFunction(g_load_app, "ssssiK", spec, working_dir, venv, kind,
+                                          lifespan, config_load);
     if (app == NULL) {
         *err = format_exception();
     }

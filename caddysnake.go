@@ -150,7 +150,7 @@ func (p *Python) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if p.ModuleWSGI != "" {
-		app, err := loadApp(p.ModuleWSGI, workDir, absFromStart(p.Venv), "wsgi", false)
+		app, err := loadApp(p.ModuleWSGI, workDir, absFromStart(p.Venv), "wsgi", false, configLoad(ctx))
 		if err != nil {
 			return err
 		}
@@ -158,11 +158,11 @@ func (p *Python) Provision(ctx caddy.Context) error {
 		p.logger.Info("python WSGI app ready", zap.String("module_wsgi", p.ModuleWSGI), zap.Int("threads", p.Threads))
 		return nil
 	}
-	return p.provisionASGI(workDir)
+	return p.provisionASGI(workDir, configLoad(ctx))
 }
 
-func (p *Python) provisionASGI(workDir string) error {
-	app, err := loadApp(p.ModuleASGI, workDir, absFromStart(p.Venv), "asgi", p.Lifespan == "on")
+func (p *Python) provisionASGI(workDir string, load uint64) error {
+	app, err := loadApp(p.ModuleASGI, workDir, absFromStart(p.Venv), "asgi", p.Lifespan == "on", load)
 	if err != nil {
 		return err
 	}

@@ -68,13 +68,14 @@ const char *cs_build_version(void);
  * first on sys.path and the venv's site-packages added (venv may be "").
  * kind is "wsgi" (returns the app callable) or "asgi" (returns a
  * caddysnake_py.asgi.Runner wrapping it; lifespan turns lifespan events on).
+ * config_load numbers Caddy's config loads (see loader.load_app).
  * Strings are borrowed for the call.
  * GIL: not held in/out.
  * owns: on success returns a new reference the caller (Go) owns and must pass
  * to cs_release exactly once; on failure returns NULL and sets *err to a
  * malloc'd traceback the caller frees. */
 cs_obj cs_load_app(const char *spec, const char *working_dir, const char *venv,
-                   const char *kind, int lifespan, char **err);
+                   const char *kind, int lifespan, unsigned long long config_load, char **err);
 
 /* Drop a reference returned by cs_load_app. GIL: not held in/out. */
 void cs_release(cs_obj obj);

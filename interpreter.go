@@ -7,6 +7,7 @@ package caddysnake
 import "C"
 
 import (
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -148,6 +149,26 @@ func minorVersion(v string) string {
 	return parts[0] + "." + parts[1]
 }
 
+// configLoads numbers Caddy's config loads for the app loader, which lets
+// handlers of one config that share a working directory share its modules,
+// and re-imports them all on a reload. Caddy provisions every module of one
+// load with the same context, so a new Done channel means a new load.
+var configLoads struct {
+	sync.Mutex
+	done <-chan struct{}
+	n    uint64
+}
+
+func configLoad(ctx context.Context) uint64 {
+	configLoads.Lock()
+	defer configLoads.Unlock()
+	if d := ctx.Done(); d == nil || d != configLoads.done {
+		configLoads.done = d
+		configLoads.n++
+	}
+	return configLoads.n
+}
+
 // pyApp is a reference to an imported app object, owned by Go and released
 // exactly once with cs_release.
 type pyApp struct{ obj C.cs_obj }
@@ -155,7 +176,7 @@ type pyApp struct{ obj C.cs_obj }
 // loadApp imports spec with workingDir first on sys.path; kind "asgi" wraps
 // the app in a caddysnake_py.asgi.Runner. Errors carry the Python traceback
 // so `caddy run`/`caddy validate` show it.
-func loadApp(spec, workingDir, venv, kind string, lifespan bool) (*pyApp, error) {
+func loadApp(spec, workingDir, venv, kind string, lifespan bool, configLoad uint64) (*pyApp, error) {
 	cspec, cwd, cvenv, ckind := C.CString(spec), C.CString(workingDir), C.CString(venv), C.CString(kind)
 	defer C.free(unsafe.Pointer(cspec))
 	defer C.free(unsafe.Pointer(cwd))
@@ -166,7 +187,7 @@ func loadApp(spec, workingDir, venv, kind string, lifespan bool) (*pyApp, error)
 		ls = 1
 	}
 	var cerr *C.char
-	obj := C.cs_load_app(cspec, cwd, cvenv, ckind, ls, &cerr)
+	obj := C.cs_load_app(cspec, cwd, cvenv, ckind, ls, C.ulonglong(configLoad), &cerr)
 	if obj == nil {
 		return nil, fmt.Errorf("python: cannot load app %q:\n%s", spec, takeCString(cerr))
 	}

@@ -9,7 +9,10 @@ All apps share one interpreter and so one sys.modules. To let two sites serve
 from an app directory (not from site-packages) is taken out of sys.modules
 before an import and put back afterwards unless the new import replaced it.
 Modules of the app being (re)loaded are not put back, so a reload re-imports
-them, including ones the app imports lazily later.
+them, including ones the app imports lazily later. Handlers of one config
+that share a working directory share its modules, as they would in one
+process of gunicorn: only the app module itself is imported again (a
+Django project served as WSGI and ASGI must not register its models twice).
 """
 
 import importlib
@@ -21,9 +24,12 @@ from . import logs
 
 # Every working directory an app was loaded from.
 _app_dirs = set()
+# The config load (Go numbers them from 1) each working directory was last
+# loaded in.
+_dir_load = {}
 
 
-def load_app(spec, working_dir, venv, kind="wsgi", lifespan=False):
+def load_app(spec, working_dir, venv, kind="wsgi", lifespan=False, config_load=0):
     """Import ``"pkg.module:attr"`` and return the app callable, or for kind
     "asgi" a caddysnake_py.asgi.Runner around it.
 
@@ -39,7 +45,15 @@ def load_app(spec, working_dir, venv, kind="wsgi", lifespan=False):
         sys.path.remove(wd)
     sys.path.insert(0, wd)
 
-    stashed = {name: sys.modules.pop(name) for name in _app_module_names()}
+    # A second handler of the same config load from this directory keeps the
+    # modules the first one imported; a new load re-imports them all.
+    sibling = config_load != 0 and _dir_load.get(wd) == config_load
+    _dir_load[wd] = config_load
+    stashed = {
+        name: sys.modules.pop(name)
+        for name in _app_module_names()
+        if not (sibling and name != module_name and _owner(sys.modules[name]) == wd)
+    }
     importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)

@@ -50,3 +50,43 @@ def test_same_app_in_two_handlers(start_caddy):
         assert httpx.get(srv.url("/x"), timeout=10).text == "site-a from iso_a"
     finally:
         srv.stop()
+
+
+SHARED = '''
+import builtins
+builtins._cs_shared_loads = getattr(builtins, "_cs_shared_loads", 0) + 1
+LOADS = builtins._cs_shared_loads
+VERSION = {version!r}
+'''
+SIBLING = '''
+import sys
+import shared
+
+
+def app(environ, start_response):
+    body = "{name} %s loads=%d current=%s" % (shared.VERSION, shared.LOADS, shared is sys.modules["shared"])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body.encode()]
+'''
+
+
+def test_handlers_sharing_a_working_dir_share_its_modules(start_caddy, tmp_path):
+    """Two apps of one config from one directory (say a Django project served
+    as WSGI and as ASGI) import a module of that directory once, as in one
+    gunicorn process: the second must not re-execute it (Django would see its
+    models registered twice). A reload still re-imports everything."""
+    (tmp_path / "shared.py").write_text(SHARED.format(version="v1"))
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.py").write_text(SIBLING.format(name=name))
+    sites = ("http://:@PORT0@ {\n" + python_block("a:app", tmp_path, venv=False) + "\n}\n"
+             "http://:@PORT1@ {\n" + python_block("b:app", tmp_path, venv=False) + "\n}\n")
+    srv = start_caddy("siblings", sites=sites, nports=2)
+    try:
+        assert httpx.get(srv.url("/", 0), timeout=10).text == "a v1 loads=1 current=True"
+        assert httpx.get(srv.url("/", 1), timeout=10).text == "b v1 loads=1 current=True"
+        (tmp_path / "shared.py").write_text(SHARED.format(version="v2"))
+        srv.reload(sites)
+        assert httpx.get(srv.url("/", 0), timeout=10).text == "a v2 loads=2 current=True"
+        assert httpx.get(srv.url("/", 1), timeout=10).text == "b v2 loads=2 current=True"
+    finally:
+        srv.stop()
