@@ -9,7 +9,6 @@ import (
 	"encoding/binary"
 	"encoding/pem"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"runtime/cgo"
@@ -210,6 +209,7 @@ func (rq *asgiRequest) commit() {
 	for k, v := range rq.header {
 		h[k] = v
 	}
+	noSniff(h)
 	if cl := rq.header.Get("Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
 			rq.body.length = n
@@ -339,15 +339,18 @@ func appendScope(b []byte, r *http.Request) []byte {
 	chost, cport := remoteAddrPort(r)
 	b = field(b, chost)
 	b = field(b, cport)
-	shost, sport := "", ""
-	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		shost, sport, _ = net.SplitHostPort(a.String())
-	}
+	shost, sport := localAddr(r)
 	b = field(b, shost)
 	b = field(b, sport)
 	b = appendTLS(b, r.TLS)
-	b = field(b, "host")
-	b = field(b, r.Host)
+	if r.Host != "" { // an HTTP/1.0 client may send none
+		b = field(b, "host")
+		b = field(b, r.Host)
+	}
+	for _, te := range r.TransferEncoding { // Go moves it out of r.Header
+		b = field(b, "transfer-encoding")
+		b = field(b, te)
+	}
 	for k, vs := range r.Header {
 		for _, v := range vs {
 			b = binary.LittleEndian.AppendUint32(b, uint32(len(k)))

@@ -67,10 +67,69 @@ func cs_go_read(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
 }
 
 // hopByHop lists headers that describe one connection, which the app must
-// not set (PEP 3333) and which Go's server manages itself.
+// not set (PEP 3333) and which Go's server manages itself: the list Caddy's
+// reverse_proxy strips from an upstream's response.
 var hopByHop = map[string]bool{
-	"Keep-Alive": true, "Proxy-Connection": true, "Te": true, "Trailer": true,
-	"Transfer-Encoding": true, "Upgrade": true,
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+}
+
+// checkAppHeaders validates the app's (name, value) pairs before any of them
+// reaches a ResponseWriter, so that a bad one becomes a clean 500, and
+// returns the declared Content-Length (-1 without one). Repeated
+// Content-Length values must agree (RFC 9110 §8.6): Go would send the first
+// and we would count the body against another.
+func checkAppHeaders(kv []C.cs_str) (int64, C.long) {
+	length := int64(-1)
+	for i := 0; i < len(kv); i += 2 {
+		name, val := cstr(kv[i]), cstr(kv[i+1])
+		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(val) {
+			return -1, C.CS_ERR_BAD_HEADER
+		}
+		if strings.EqualFold(name, "Content-Length") {
+			n, err := strconv.ParseInt(val, 10, 64)
+			if err != nil || n < 0 || (length >= 0 && n != length) {
+				return -1, C.CS_ERR_BAD_HEADER
+			}
+			length = n
+		}
+	}
+	return length, C.CS_OK
+}
+
+// addAppHeaders copies checked (name, value) pairs into h, which may already
+// hold Caddy's own headers. As behind reverse_proxy, the app's Server
+// replaces Caddy's and hop-by-hop headers are dropped, except that
+// "Connection: close" is honoured (Go closes the connection after this
+// response, as gunicorn and uvicorn do). A repeated Content-Length is sent
+// once.
+func addAppHeaders(h http.Header, kv []C.cs_str) {
+	server := false
+	for i := 0; i < len(kv); i += 2 {
+		key, val := headerKey(cstr(kv[i])), cstr(kv[i+1])
+		switch {
+		case key == "Connection":
+			if httpguts.HeaderValuesContainsToken([]string{val}, "close") {
+				h[key] = []string{"close"}
+			}
+			continue
+		case hopByHop[key], key == "Content-Length" && len(h[key]) > 0:
+			continue
+		case key == "Server" && !server:
+			server = true
+			delete(h, key)
+		}
+		h[key] = append(h[key], strings.Clone(val))
+	}
+}
+
+// noSniff keeps a response without Content-Type without one: Go would
+// otherwise guess one from the first bytes of the body, and PEP 3333 (like
+// gunicorn and uvicorn) leaves the meaning of a response to the app.
+func noSniff(h http.Header) {
+	if _, ok := h["Content-Type"]; !ok {
+		h["Content-Type"] = nil
+	}
 }
 
 //export cs_go_send
@@ -122,27 +181,14 @@ func (rq *request) start(status int, kv []C.cs_str) C.long {
 	}
 	// Check everything before touching the ResponseWriter: a 500 sent
 	// instead must not carry some of the rejected headers.
-	length := int64(-1)
-	for i := 0; i < len(kv); i += 2 {
-		name, val := cstr(kv[i]), cstr(kv[i+1])
-		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(val) {
-			return C.CS_ERR_BAD_HEADER
-		}
-		if strings.EqualFold(name, "Content-Length") {
-			n, err := strconv.ParseInt(val, 10, 64)
-			if err != nil || n < 0 {
-				return C.CS_ERR_BAD_HEADER
-			}
-			length = n
-		}
+	length, rc := checkAppHeaders(kv)
+	if rc != C.CS_OK {
+		return rc
 	}
 	rq.body.length = length
 	header := rq.w.Header()
-	for i := 0; i < len(kv); i += 2 {
-		if key := headerKey(cstr(kv[i])); !hopByHop[key] {
-			header[key] = append(header[key], strings.Clone(cstr(kv[i+1])))
-		}
-	}
+	addAppHeaders(header, kv)
+	noSniff(header)
 	rq.status = status
 	rq.w.WriteHeader(status)
 	return C.CS_OK

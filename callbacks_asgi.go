@@ -12,10 +12,7 @@ import "C"
 import (
 	"net/http"
 	"runtime/cgo"
-	"strings"
 	"unsafe"
-
-	"golang.org/x/net/http/httpguts"
 )
 
 // asgiFor returns the live request behind a handle; nil once the request is
@@ -47,18 +44,11 @@ func cs_go_asgi_headers(h C.uintptr_t, kind, status C.int, hdrs *C.cs_str, n C.s
 		return C.CS_ERR_CLIENT_GONE
 	}
 	kv := unsafe.Slice(hdrs, int(n)*2)
-	header := make(http.Header, n)
-	for i := 0; i < len(kv); i += 2 {
-		name, val := cstr(kv[i]), cstr(kv[i+1])
-		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(val) {
-			return C.CS_ERR_BAD_HEADER
-		}
-		key := headerKey(name)
-		if hopByHop[key] {
-			continue
-		}
-		header[key] = append(header[key], strings.Clone(val))
+	if _, rc := checkAppHeaders(kv); rc != C.CS_OK {
+		return rc
 	}
+	header := make(http.Header, n)
+	addAppHeaders(header, kv)
 	c := asgiCmd{header: header, more: flags != 0}
 	switch kind {
 	case hdrStart:

@@ -84,7 +84,14 @@ func appendEnviron(b []byte, r *http.Request) []byte {
 	raddr, rport := remoteAddrPort(r)
 	b = pair(b, "REMOTE_ADDR", raddr)
 	b = pair(b, "REMOTE_PORT", rport)
-	b = pair(b, "HTTP_HOST", r.Host)
+	if r.Host != "" { // an HTTP/1.0 client may send none: then no HTTP_HOST
+		b = pair(b, "HTTP_HOST", r.Host)
+	}
+	if len(r.TransferEncoding) > 0 {
+		// Go moves Transfer-Encoding out of r.Header; PEP 3333 wants every
+		// header the client sent (apps test it to see that a body comes).
+		b = pair(b, "HTTP_TRANSFER_ENCODING", strings.Join(r.TransferEncoding, ","))
+	}
 	for k, vs := range r.Header {
 		switch {
 		case strings.IndexByte(k, '_') >= 0:
@@ -171,23 +178,33 @@ func requestURI(r *http.Request) string {
 	return r.RequestURI
 }
 
-// serverNamePort follows gunicorn: the Host header, with the scheme's default
-// port when it names none; the listener's address if there is no Host.
+// serverNamePort is the address the connection arrived on, as gunicorn and
+// uvicorn report their listening socket (RFC 3875 §4.1.14-15): never the
+// client's Host header, which apps read from HTTP_HOST. On a listener with
+// no host:port (a unix socket), the Host header with the scheme's port.
 func serverNamePort(r *http.Request, scheme string) (string, string) {
-	host := r.Host
-	if host == "" {
-		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-			host = a.String()
-		}
+	if name, port := localAddr(r); name != "" {
+		return name, port
 	}
-	name, port, err := net.SplitHostPort(host)
+	name, port, err := net.SplitHostPort(r.Host)
 	if err != nil { // no port in the Host header
-		name, port = strings.Trim(host, "[]"), "80"
+		name, port = strings.Trim(r.Host, "[]"), "80"
 		if scheme == "https" {
 			port = "443"
 		}
 	}
 	return name, port
+}
+
+// localAddr is the host and port of the connection's local end, or "" when
+// the listener has none (a unix socket).
+func localAddr(r *http.Request) (string, string) {
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if host, port, err := net.SplitHostPort(a.String()); err == nil {
+			return host, port
+		}
+	}
+	return "", ""
 }
 
 // remoteAddrPort reports the client: Caddy's client IP (which honours the

@@ -149,7 +149,7 @@ class _Response:
 
     def write(self, data):
         """The legacy write() callable: sent and flushed before it returns."""
-        if data:
+        if data or type(data) is not bytes:  # None or str still raise TypeError
             self._send(data, True)
 
     def _send(self, data, flush):
@@ -171,7 +171,7 @@ class _Response:
         if type(result) is FileWrapper and self._sendfile(result):
             return
         for chunk in result:
-            if chunk:
+            if chunk or type(chunk) is not bytes:  # None or "" still raise TypeError
                 self._send(chunk, True)
         if not self.sent:
             self._send(b"", False)

@@ -109,6 +109,22 @@ def test_headers_are_lowercase_bytes_pairs_with_host(asgi_server):
     assert header_values(scope, b"accept") == [b"text/plain"]
 
 
+def test_no_host_header_means_no_host_pair(asgi_server):
+    """HTTP/1.0 allows a request without Host: no ("host", "") pair then."""
+    scope, _ = raw_scope(asgi_server.port, b"GET /scope HTTP/1.0\r\n\r\n")
+    assert header_values(scope, b"host") == []
+    assert list(scope["server"]) == ["127.0.0.1", asgi_server.port]
+
+
+def test_chunked_upload_keeps_transfer_encoding(asgi_server):
+    """Go takes Transfer-Encoding out of the request headers; the scope has
+    every header the client sent, as under uvicorn."""
+    scope, _ = raw_scope(asgi_server.port,
+                         b"POST /scope HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                         b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert header_values(scope, b"transfer-encoding") == [b"chunked"]
+
+
 def test_duplicate_headers_kept_in_order(asgi_server):
     scope, _ = raw_scope(asgi_server.port,
                          b"GET /scope HTTP/1.1\r\nHost: h\r\nX-Dup: one\r\nX-Other: o\r\nX-Dup: two\r\n"

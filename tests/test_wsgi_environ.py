@@ -132,8 +132,9 @@ def test_chunked_body_input_terminated(raw_server):
     assert data["wsgi"]["input_terminated"] is True
     assert data["body_len"] == sum(map(len, payload))
     assert data["environ"].get("CONTENT_LENGTH", "") == ""
-    assert "HTTP_TRANSFER_ENCODING" not in data["environ"] or \
-        data["environ"]["HTTP_TRANSFER_ENCODING"] == "chunked"
+    # Go takes Transfer-Encoding out of the request headers; PEP 3333 wants
+    # it (gunicorn passes it, and apps test it to see that a body comes).
+    assert data["environ"]["HTTP_TRANSFER_ENCODING"] == "chunked"
 
 
 # ---------------------------------------------------------------- protocol / client
@@ -144,6 +145,24 @@ def test_server_protocol_http10(raw_server):
     assert resp.status == 200, resp.raw[:500]
     env = json.loads(resp.body)["environ"]
     assert env["SERVER_PROTOCOL"] == "HTTP/1.0"
+
+
+def test_no_host_header_means_no_http_host(raw_server):
+    """HTTP/1.0 allows a request without Host (health checks send such):
+    then HTTP_HOST is absent, not empty (Django would answer 400 for an
+    empty one), and SERVER_NAME/SERVER_PORT still name the server."""
+    env = raw_env(raw_server.port, b"GET /env HTTP/1.0\r\n\r\n")["environ"]
+    assert "HTTP_HOST" not in env
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(raw_server.port))
+
+
+def test_server_name_is_the_listener_not_the_host_header(raw_server):
+    """SERVER_NAME/SERVER_PORT are where the connection arrived (RFC 3875,
+    gunicorn, uvicorn's scope["server"]); the client's Host is HTTP_HOST."""
+    env = raw_env(raw_server.port, b"GET /env HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+    env = env["environ"]
+    assert env["HTTP_HOST"] == "example.com"
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(raw_server.port))
 
 
 def test_server_protocol_http2_h2c(raw_server):

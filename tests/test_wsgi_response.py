@@ -350,6 +350,17 @@ def test_broken_app_results_are_500(raw_server, path, what):
     assert_still_serving(raw_server)
 
 
+@pytest.mark.parametrize("kind", ["none", "str_empty", "zero"])
+def test_falsy_non_bytes_chunk_is_an_error(raw_server, kind):
+    """PEP 3333: chunks are bytestrings. None, "" or 0 after a good chunk is
+    the app's error (logged, the response cut short), not an empty chunk."""
+    with httpx.Client(timeout=10) as c:
+        with pytest.raises(httpx.RemoteProtocolError):
+            c.get(raw_server.url(f"/bad_chunk?kind={kind}"))
+    raw_server.wait_for_log("must be bytes")
+    assert_still_serving(raw_server)
+
+
 def test_dynamic_header_values_survive_gc(raw_server):
     """Header str objects are freed right after start_response; the response
     must still carry the original text (the bridge has to copy it)."""

@@ -299,6 +299,17 @@ async def response_headers(scope, receive, send):
     await send({"type": "http.response.body", "body": b"created"})
 
 
+async def set_headers(scope, receive, send):
+    """Exactly the response headers given as ?h=Name:Value (repeatable), and
+    an HTML-looking body in two chunks (so no length is known up front)."""
+    pairs = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True).get("h", [])
+    headers = [tuple(x.encode("latin-1") for x in p.split(":", 1)) for p in pairs]
+    body = b"<!DOCTYPE html><html><body>no type was set</body></html>"
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body[:20], "more_body": True})
+    await send({"type": "http.response.body", "body": body[20:]})
+
+
 async def lifespan_log(scope, receive, send):
     await respond_json(send, {"log": LIFESPAN_LOG})
 
@@ -368,6 +379,7 @@ ROUTES = {
     "/state/mutate": state_mutate,
     "/headers": headers_view,
     "/response-headers": response_headers,
+    "/set-headers": set_headers,
     "/lifespan-log": lifespan_log,
     "/error/before-start": err_before_start,
     "/error/after-start": err_after_start,

@@ -421,6 +421,26 @@ def latin1_header(environ, start_response):
     return [b"ok"]
 
 
+HTML = b"<!DOCTYPE html><html><body>no type was set</body></html>"
+
+
+def set_headers(environ, start_response):
+    """Exactly the response headers given as ?h=Name:Value (repeatable), and
+    an HTML-looking body in two chunks (so no length is known up front)."""
+    pairs = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).get("h", [])
+    start_response("200 OK", [tuple(p.split(":", 1)) for p in pairs])
+    return [HTML[:20], HTML[20:]]
+
+
+BAD_CHUNKS = {"none": None, "str_empty": "", "zero": 0}
+
+
+def bad_chunk(environ, start_response):
+    """A falsy chunk that is not bytes, after a good one."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"good chunk;", BAD_CHUNKS[qs(environ)["kind"]]]
+
+
 def str_body(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return ["a str is not a bytestring"]
@@ -605,6 +625,8 @@ ROUTES = {
     "/latin1_header": latin1_header,
     "/dyn_headers": dyn_headers,
     "/str_body": str_body,
+    "/set_headers": set_headers,
+    "/bad_chunk": bad_chunk,
     "/return_none": return_none,
     "/no_start_response": no_start_response,
     "/print": printer,
