@@ -149,8 +149,19 @@ func (rq *asgiRequest) run() error {
 			}
 		case <-gone:
 			rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
+			rq.clientClosed()
 			return nil
 		}
+	}
+}
+
+// clientClosed records a 499 for a client that left before the response
+// began, as reverse_proxy does, so the access log shows the disconnect and
+// Go does not answer an empty 200 to a client that only half-closed.
+func (rq *asgiRequest) clientClosed() {
+	if !rq.sent {
+		rq.sent = true
+		rq.w.WriteHeader(499)
 	}
 }
 

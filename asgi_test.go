@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"testing"
+	"time"
 )
 
 // scopeFields splits appendScope's packing as caddysnake.c's scope_fields does.
@@ -83,7 +84,7 @@ func TestHTTPVersionAndTrailers(t *testing.T) {
 // a flush, reports the first message after a flush (the driver schedules the
 // next flush on it) and never lets a request's channel overflow.
 func TestOutboxPostAndFlush(t *testing.T) {
-	l := &eventLoop{}
+	l := newEventLoop(-1, time.Hour)
 	a := &asgiRequest{cmds: make(chan asgiCmd, 2)}
 	b := &asgiRequest{cmds: make(chan asgiCmd, maxPendingCmds)}
 	steps := []struct {
@@ -128,5 +129,26 @@ func TestOutboxPostAndFlush(t *testing.T) {
 	<-a.cmds
 	if got := int(l.post(a, asgiCmd{kind: cmdDone})); got != postFirst {
 		t.Fatalf("post after the goroutine read one = %v, want postFirst", got)
+	}
+}
+
+// A message the loop does not flush (the app blocked it right after send())
+// still reaches its request: the timer armed by the batch's first message
+// flushes it from Go.
+func TestOutboxLateFlush(t *testing.T) {
+	l := newEventLoop(-1, time.Millisecond)
+	rq := &asgiRequest{cmds: make(chan asgiCmd, maxPendingCmds)}
+	for round := 0; round < 2; round++ { // and again after a timer flush
+		if got := int(l.post(rq, asgiCmd{kind: cmdBody})); got != postFirst {
+			t.Fatalf("round %d: post = %v, want postFirst", round, got)
+		}
+		select {
+		case c := <-rq.cmds:
+			if c.kind != cmdBody {
+				t.Fatalf("delivered kind %d", c.kind)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: no flush without the loop", round)
+		}
 	}
 }

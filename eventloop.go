@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 	"unsafe"
 
 	"go.uber.org/zap"
@@ -29,17 +30,28 @@ import (
 // request goroutine costs the loop thread a futex wake-up and a context
 // switch; flushing a whole iteration's messages together wakes each
 // goroutine once (start and body arrive together) and lets the scheduler
-// wake one thread for the lot.
+// wake one thread for the lot. An app that blocks the loop right after
+// send() (time.sleep in an async background task, say) would hold the
+// batch until it yields: the first message also arms a timer that flushes
+// from Go after lateFlush, so what send() was given still leaves at once,
+// as the ASGI spec asks (and as under uvicorn).
 type eventLoop struct {
 	efd      int
 	mu       sync.Mutex
 	pending  []C.cs_event // C pointers only, so C may read them
 	signaled bool         // a wake-up is in flight and not yet consumed
 
-	outMu sync.Mutex // uncontended: only the loop thread posts and flushes
-	out   []outMsg   // messages posted since the last flush, in order
-	spare []outMsg   // the previous flush's slice, reused
+	outMu     sync.Mutex  // uncontended: the loop thread posts and flushes (and lateFlush's timer)
+	out       []outMsg    // messages posted since the last flush, in order
+	spare     []outMsg    // the previous flush's slice, reused
+	late      *time.Timer // flushes the outbox if the loop has not within lateAfter
+	lateAfter time.Duration
 }
+
+// lateFlush bounds how long a posted message waits for the loop's flush: far
+// above a loop iteration's usual length (tens of µs), far below what a
+// client would notice.
+const lateFlush = time.Millisecond
 
 // outMsg is one app message on its way to its request goroutine.
 type outMsg struct {
@@ -63,7 +75,7 @@ func startEventLoop(kind string) (*eventLoop, error) {
 			loopErr = fmt.Errorf("python: eventfd: %w", err)
 			return
 		}
-		l := &eventLoop{efd: efd, pending: make([]C.cs_event, 0, 256)}
+		l := newEventLoop(efd, lateFlush)
 		theLoop, loopKind = l, kind // visible to cs_go_asgi_take before the loop runs
 		ckind := C.CString(kind)
 		defer C.free(unsafe.Pointer(ckind))
@@ -76,6 +88,13 @@ func startEventLoop(kind string) (*eventLoop, error) {
 			zap.String("wanted", kind), zap.String("running", loopKind))
 	}
 	return theLoop, loopErr
+}
+
+func newEventLoop(efd int, lateAfter time.Duration) *eventLoop {
+	l := &eventLoop{efd: efd, pending: make([]C.cs_event, 0, 256), lateAfter: lateAfter}
+	l.late = time.AfterFunc(time.Hour, l.flush)
+	l.late.Stop()
+	return l
 }
 
 var eventfdOne = [8]byte{1} // little-endian uint64 1: one eventfd increment
@@ -117,6 +136,7 @@ func (l *eventLoop) post(rq *asgiRequest, c asgiCmd) C.long {
 	rq.posted++
 	l.out = append(l.out, outMsg{rq, c})
 	if len(l.out) == 1 {
+		l.late.Reset(l.lateAfter)
 		return postFirst
 	}
 	return postQueued
@@ -128,6 +148,7 @@ func (l *eventLoop) post(rq *asgiRequest, c asgiCmd) C.long {
 func (l *eventLoop) flush() {
 	l.outMu.Lock()
 	defer l.outMu.Unlock()
+	l.late.Stop()
 	for i := range l.out {
 		m := &l.out[i]
 		m.rq.posted--

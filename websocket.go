@@ -96,13 +96,10 @@ func (rq *asgiRequest) runWS(o wsOptions) error {
 				return nil
 			case cmdDone:
 				if !rq.sent {
-					// Returned without accepting: refused, as uvicorn does;
-					// raised: a server error.
-					status := http.StatusForbidden
-					if c.more {
-						status = http.StatusInternalServerError
-					}
-					http.Error(rq.w, http.StatusText(status), status)
+					// Raised, or returned without accepting, closing or
+					// answering: a server error (the driver logged which), as
+					// under uvicorn. Only websocket.close refuses with 403.
+					http.Error(rq.w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
 					return nil
 				}
 				rq.handle_(c) // mid denial response: aborts
@@ -114,6 +111,7 @@ func (rq *asgiRequest) runWS(o wsOptions) error {
 			}
 		case <-gone:
 			rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
+			rq.clientClosed()
 			return nil
 		case <-rq.closing: // not accepted yet, and the app is being retired
 			http.Error(rq.w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)

@@ -35,7 +35,8 @@ H_START, H_EARLY_HINT, H_TRAILERS, H_WS_ACCEPT = 1, 2, 3, 4
 WS_SEND, WS_CLOSE = 1, 2
 SIG_WANT_BODY, SIG_DONE = 1, 2
 
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}  # HTTP and WebSocket spec
+LIFESPAN_VERSION = {"version": "3.0", "spec_version": "2.0"}  # the lifespan spec's own
 
 # Streamed response chunks Go may hold for a request beyond the one it writes.
 STREAM_WINDOW = 2
@@ -381,7 +382,10 @@ class _WSConn(_Exchange):
         return runner.ws_scope(fields, self.flags)
 
     def returned(self):
-        return False  # Go closes with 1000 (or 403 before accept)
+        if self.accepted or self.closed or self.denying:
+            return False  # Go closes with 1000 (or has refused, or answered)
+        logs.error("ASGI app returned without accepting or closing %s" % self.what())
+        return True  # Go answers 500
 
     def gone(self):
         return self.closed
@@ -572,7 +576,7 @@ class Runner:
             self._queue = asyncio.Queue()
             self._startup = _loop.create_future()
             self._shutdown = _loop.create_future()
-            scope = {"type": "lifespan", "asgi": ASGI_VERSION, "state": self.state}
+            scope = {"type": "lifespan", "asgi": LIFESPAN_VERSION, "state": self.state}
             _loop.create_task(self._main(scope))
         self._queue.put_nowait({"type": "lifespan." + phase})
         await (self._startup if phase == "startup" else self._shutdown)

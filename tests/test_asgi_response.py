@@ -93,6 +93,25 @@ def test_streaming_chunks_arrive_as_sent(asgi_server):
     assert t_first < t_last - 0.8, f"first chunk at {t_first:.2f}s, end at {t_last:.2f}s: not streamed"
 
 
+def test_chunks_leave_when_the_app_blocks_the_loop(asgi_server):
+    """ASGI: data given to send() is flushed before send() returns. An app
+    that then blocks the loop (time.sleep) must not hold it back."""
+    got = read_stream_with_times(asgi_server.port, "/stream?n=3&delay=0.6&block=1")
+    first = next(t for t, c in got if b"chunk-0;" in c)
+    assert first < 0.4, f"first chunk at {first:.2f}s, behind a 0.6s block"
+    assert got[-1][0] >= 1.6
+
+
+def test_response_leaves_before_blocking_background_work(asgi_server):
+    """Starlette runs background tasks in the request's task after the last
+    send(): a blocking one must not delay the response (it does not under
+    uvicorn)."""
+    got = read_stream_with_times(asgi_server.port, "/respond-then-block?t=1.5")
+    data = b"".join(c for _, c in got)
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\ndone"), data
+    assert got[-1][0] < 0.7, f"response complete after {got[-1][0]:.2f}s, behind a 1.5s block"
+
+
 def test_streaming_with_httpx_h2c(asgi_server):
     pytest.importorskip("h2", reason="h2 package (httpx[http2]) not installed")
     with httpx.Client(http1=False, http2=True, timeout=15) as c:
@@ -110,6 +129,22 @@ def test_streaming_with_httpx_h2c(asgi_server):
 
 
 # ---------------------------------------------------------------- client gone
+
+
+def test_client_half_close_is_499_not_an_empty_200(asgi_server):
+    """Go takes a client's half-close for its leaving. What it then reads must
+    not be a made-up empty success: a 499 (client closed request), which
+    Caddy's reverse_proxy records too."""
+    s = socket.create_connection(("127.0.0.1", asgi_server.port), timeout=10)
+    try:
+        s.sendall(b"GET /sleep?t=0.5 HTTP/1.1\r\nHost: h\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    finally:
+        s.close()
+    assert data.startswith(b"HTTP/1.1 499"), data[:200]
 
 
 def test_send_after_client_left_raises_oserror(asgi_server):

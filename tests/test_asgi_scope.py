@@ -222,6 +222,11 @@ def test_state_from_lifespan_startup(asgi_server):
     assert scope["state"] == {"startup": "raw-startup-done", "counter": 0}
 
 
+def test_lifespan_scope_names_the_lifespan_spec_version(asgi_server):
+    r = httpx.get(asgi_server.url("/lifespan-log"), timeout=10)
+    assert r.json()["asgi"] == {"version": "3.0", "spec_version": "2.0"}
+
+
 def test_state_is_a_copy_per_request(asgi_server):
     first = httpx.get(asgi_server.url("/state/mutate?id=first"), timeout=10).json()
     assert first["before"] == {"startup": "raw-startup-done", "counter": 0}

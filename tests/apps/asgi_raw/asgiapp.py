@@ -24,6 +24,7 @@ from urllib.parse import parse_qs
 
 EVENTS = []          # [(ident, event)]
 LIFESPAN_LOG = []
+LIFESPAN_ASGI = {}  # the lifespan scope's "asgi" dict
 MAX_STREAM_SECONDS = 20.0
 
 
@@ -140,15 +141,27 @@ async def body_events(scope, receive, send):
 
 
 async def stream(scope, receive, send):
-    """?n= chunks "chunk-<i>;" sent with more_body, ?delay= seconds apart."""
+    """?n= chunks "chunk-<i>;" sent with more_body, ?delay= seconds apart;
+    with ?block=1 the delay blocks the loop (time.sleep), as careless async
+    code does."""
     q = qs(scope)
     n, delay = int(q.get("n", "5")), float(q.get("delay", "0.2"))
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain")]})
     for i in range(n):
         await send({"type": "http.response.body", "body": b"chunk-%d;" % i, "more_body": True})
-        await asyncio.sleep(delay)
+        if q.get("block") == "1":
+            time.sleep(delay)
+        else:
+            await asyncio.sleep(delay)
     await send({"type": "http.response.body", "body": b"end", "more_body": False})
+
+
+async def respond_then_block(scope, receive, send):
+    """The whole response, then ?t= seconds of loop-blocking work in the same
+    task (an async FastAPI background task calling blocking code)."""
+    await respond(send, 200, b"done")
+    time.sleep(float(qs(scope).get("t", "1")))
 
 
 async def watch(scope, receive, send):
@@ -311,7 +324,7 @@ async def set_headers(scope, receive, send):
 
 
 async def lifespan_log(scope, receive, send):
-    await respond_json(send, {"log": LIFESPAN_LOG})
+    await respond_json(send, {"log": LIFESPAN_LOG, "asgi": LIFESPAN_ASGI})
 
 
 # -- errors ---------------------------------------------------------------
@@ -366,6 +379,7 @@ ROUTES = {
     "/upload": upload,
     "/body-events": body_events,
     "/stream": stream,
+    "/respond-then-block": respond_then_block,
     "/watch": watch,
     "/events": events,
     "/receive-after-response": receive_after_response,
@@ -398,6 +412,7 @@ async def lifespan(scope, receive, send):
         msg = await receive()
         if msg["type"] == "lifespan.startup":
             LIFESPAN_LOG.append("startup")
+            LIFESPAN_ASGI.update(scope["asgi"])
             if "state" in scope:
                 scope["state"]["startup"] = "raw-startup-done"
                 scope["state"]["counter"] = 0
