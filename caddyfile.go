@@ -37,7 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    max_wait    30s               # WSGI
 //	    loop        auto|asyncio|uvloop  # ASGI
 //	    lifespan_timeout 60s          # ASGI
-//	    ws_max_message_size 4MiB      # ASGI WebSockets
+//	    ws_max_message_size 16MiB     # ASGI WebSockets
 //	    ws_ping_interval 20s
 //	    ws_ping_timeout 20s
 //	    ws_compression on|off

@@ -55,7 +55,7 @@ type Python struct {
 	// LifespanTimeout bounds lifespan startup and shutdown (default 60s).
 	LifespanTimeout caddy.Duration `json:"lifespan_timeout,omitempty"`
 	// WSMaxMessageSize is the largest WebSocket message accepted from a
-	// client, in bytes (default 4 MiB); a larger one closes with 1009.
+	// client, in bytes (default 16 MiB, uvicorn's); a larger one closes with 1009.
 	WSMaxMessageSize int64 `json:"ws_max_message_size,omitempty"`
 	// WSPingInterval is how often idle WebSocket clients are pinged
 	// (default 20s; 0 turns keep-alive pings off).

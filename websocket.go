@@ -37,7 +37,7 @@ type wsOptions struct {
 }
 
 func (p *Python) wsOptions() wsOptions {
-	o := wsOptions{maxMessage: 4 << 20, pingInterval: 20 * time.Second, pingTimeout: 20 * time.Second,
+	o := wsOptions{maxMessage: 16 << 20, pingInterval: 20 * time.Second, pingTimeout: 20 * time.Second,
 		compression: p.WSCompression != "off"}
 	if p.WSMaxMessageSize > 0 {
 		o.maxMessage = p.WSMaxMessageSize

@@ -212,11 +212,14 @@ def test_large_message_echoed_whole(ws_server):
 
 
 def test_message_over_default_max_closes_1009(ws_server):
+    """The default limit is uvicorn's: 16 MiB passes, one byte more closes."""
     i = ident()
 
     async def go():
-        async with connect(ws_server, f"/echo?id={i}") as ws:
-            await ws.send(b"x" * ((4 << 20) + 1))
+        async with connect(ws_server, f"/echo?id={i}", max_size=None) as ws:
+            await ws.send(b"x" * (16 << 20))
+            assert len(await asyncio.wait_for(ws.recv(), 30)) == 16 << 20
+            await ws.send(b"x" * ((16 << 20) + 1))
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 10)
             return ws.close_code
@@ -492,11 +495,11 @@ def test_permessage_deflate_really_compresses(ws_server):
 
 
 def test_compressed_message_over_max_is_1009(ws_server):
-    """The limit applies to the inflated size: 5 MiB of zeros is tiny on the wire."""
+    """The limit applies to the inflated size: 17 MiB of zeros is tiny on the wire."""
     async def go():
         async with connect(ws_server, "/echo", compression="deflate") as ws:
             assert "permessage-deflate" in ws.response.headers.get("Sec-WebSocket-Extensions", "")
-            await ws.send(b"\x00" * (5 << 20))
+            await ws.send(b"\x00" * (17 << 20))
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 10)
             return ws.close_code
