@@ -30,7 +30,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 //	python {
 //	    module_wsgi "pkg.mod:app"   # or module_asgi
-//	    lifespan    on|off
+//	    lifespan    on|off|auto
 //	    venv        ./venv
 //	    working_dir ./app
 //	    threads     8                 # WSGI
@@ -74,8 +74,8 @@ func (p *Python) setOption(name, val string) error {
 	case "module_asgi":
 		p.ModuleASGI = val
 	case "lifespan":
-		if val != "on" && val != "off" {
-			return caddyfileErr("lifespan must be on or off, not %q", val)
+		if val != "on" && val != "off" && val != "auto" {
+			return caddyfileErr("lifespan must be on, off or auto, not %q", val)
 		}
 		p.Lifespan = val
 	case "venv":

@@ -55,7 +55,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{`python main:app`, "unexpected argument"},
 		{`python { module_wsgi "main:app"
 			lifespan maybe
-		}`, "lifespan must be on or off"},
+		}`, "lifespan must be on, off or auto"},
 		{`python { module_wsgi "main:app"
 			max_wait soon
 		}`, "max_wait must be a duration"},

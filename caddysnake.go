@@ -36,7 +36,9 @@ type Python struct {
 	ModuleWSGI string `json:"module_wsgi,omitempty"`
 	// ModuleASGI names an ASGI application as "package.module:attribute".
 	ModuleASGI string `json:"module_asgi,omitempty"`
-	// Lifespan turns ASGI lifespan events "on" or "off" (default off).
+	// Lifespan turns ASGI lifespan events "on" or "off" (default off), or
+	// "auto": on, unless the app raises at startup without having answered
+	// (it does not support lifespan), as uvicorn's default.
 	Lifespan string `json:"lifespan,omitempty"`
 	// Venv is a virtual environment whose site-packages are added to
 	// sys.path (with .pth files honoured). Relative to Caddy's working dir.
@@ -108,8 +110,8 @@ func (p *Python) check() error {
 		return fmt.Errorf("python: ws_compression must be on or off, not %q", p.WSCompression)
 	case p.WSMaxMessageSize < 0 || p.WSPingTimeout < 0 || (p.WSPingInterval != nil && *p.WSPingInterval < 0):
 		return errors.New("python: ws_max_message_size, ws_ping_interval and ws_ping_timeout must not be negative")
-	case p.Lifespan != "" && p.Lifespan != "on" && p.Lifespan != "off":
-		return fmt.Errorf("python: lifespan must be on or off, not %q", p.Lifespan)
+	case p.Lifespan != "" && p.Lifespan != "on" && p.Lifespan != "off" && p.Lifespan != "auto":
+		return fmt.Errorf("python: lifespan must be on, off or auto, not %q", p.Lifespan)
 	case p.Threads < 0:
 		return fmt.Errorf("python: threads must be positive, not %d", p.Threads)
 	case p.MaxWait < 0:
@@ -150,7 +152,7 @@ func (p *Python) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if p.ModuleWSGI != "" {
-		app, err := loadApp(p.ModuleWSGI, workDir, absFromStart(p.Venv), "wsgi", false, configLoad(ctx))
+		app, err := loadApp(p.ModuleWSGI, workDir, absFromStart(p.Venv), "wsgi", lifespanOff, configLoad(ctx))
 		if err != nil {
 			return err
 		}
@@ -162,7 +164,7 @@ func (p *Python) Provision(ctx caddy.Context) error {
 }
 
 func (p *Python) provisionASGI(workDir string, load uint64) error {
-	app, err := loadApp(p.ModuleASGI, workDir, absFromStart(p.Venv), "asgi", p.Lifespan == "on", load)
+	app, err := loadApp(p.ModuleASGI, workDir, absFromStart(p.Venv), "asgi", p.lifespanMode(), load)
 	if err != nil {
 		return err
 	}
@@ -173,7 +175,7 @@ func (p *Python) provisionASGI(workDir string, load uint64) error {
 		app.release()
 		return err
 	}
-	if p.Lifespan == "on" {
+	if p.lifespanMode() != lifespanOff {
 		if err := app.lifespan("startup", p.lifespanTimeout()); err != nil {
 			app.releaseVia(p.loop)
 			return fmt.Errorf("python: lifespan startup of %q failed:\n%v", p.ModuleASGI, err)
@@ -182,6 +184,23 @@ func (p *Python) provisionASGI(workDir string, load uint64) error {
 	p.app, p.inflight, p.closing = app, new(sync.WaitGroup), make(chan struct{})
 	p.logger.Info("python ASGI app ready", zap.String("module_asgi", p.ModuleASGI), zap.String("lifespan", p.Lifespan))
 	return nil
+}
+
+// Lifespan modes as the driver's Runner takes them.
+const (
+	lifespanOff = iota
+	lifespanOn
+	lifespanAuto
+)
+
+func (p *Python) lifespanMode() int {
+	switch p.Lifespan {
+	case "on":
+		return lifespanOn
+	case "auto":
+		return lifespanAuto
+	}
+	return lifespanOff
 }
 
 func (p *Python) lifespanTimeout() time.Duration {
@@ -207,7 +226,7 @@ func (p *Python) Cleanup() error {
 	if p.app != nil {
 		close(p.closing) // WebSockets say goodbye; plain requests were drained by Caddy
 		p.inflight.Wait()
-		if p.Lifespan == "on" {
+		if p.lifespanMode() != lifespanOff { // the driver skips it if startup found none
 			if err := p.app.lifespan("shutdown", p.lifespanTimeout()); err != nil {
 				p.logger.Error("lifespan shutdown failed", zap.String("module_asgi", p.ModuleASGI), zap.Error(err))
 			}

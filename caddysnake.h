@@ -67,7 +67,7 @@ const char *cs_build_version(void);
 /* Import and return the app named by spec ("pkg.mod:attr") with working_dir
  * first on sys.path and the venv's site-packages added (venv may be "").
  * kind is "wsgi" (returns the app callable) or "asgi" (returns a
- * caddysnake_py.asgi.Runner wrapping it; lifespan turns lifespan events on).
+ * caddysnake_py.asgi.Runner wrapping it; lifespan: 0 off, 1 on, 2 auto).
  * config_load numbers Caddy's config loads (see loader.load_app).
  * Strings are borrowed for the call.
  * GIL: not held in/out.

@@ -176,18 +176,14 @@ type pyApp struct{ obj C.cs_obj }
 // loadApp imports spec with workingDir first on sys.path; kind "asgi" wraps
 // the app in a caddysnake_py.asgi.Runner. Errors carry the Python traceback
 // so `caddy run`/`caddy validate` show it.
-func loadApp(spec, workingDir, venv, kind string, lifespan bool, configLoad uint64) (*pyApp, error) {
+func loadApp(spec, workingDir, venv, kind string, lifespan int, configLoad uint64) (*pyApp, error) {
 	cspec, cwd, cvenv, ckind := C.CString(spec), C.CString(workingDir), C.CString(venv), C.CString(kind)
 	defer C.free(unsafe.Pointer(cspec))
 	defer C.free(unsafe.Pointer(cwd))
 	defer C.free(unsafe.Pointer(cvenv))
 	defer C.free(unsafe.Pointer(ckind))
-	ls := C.int(0)
-	if lifespan {
-		ls = 1
-	}
 	var cerr *C.char
-	obj := C.cs_load_app(cspec, cwd, cvenv, ckind, ls, C.ulonglong(configLoad), &cerr)
+	obj := C.cs_load_app(cspec, cwd, cvenv, ckind, C.int(lifespan), C.ulonglong(configLoad), &cerr)
 	if obj == nil {
 		return nil, fmt.Errorf("python: cannot load app %q:\n%s", spec, takeCString(cerr))
 	}

@@ -37,6 +37,7 @@ SIG_WANT_BODY, SIG_DONE = 1, 2
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}  # HTTP and WebSocket spec
 LIFESPAN_VERSION = {"version": "3.0", "spec_version": "2.0"}  # the lifespan spec's own
+LIFESPAN_OFF, LIFESPAN_ON, LIFESPAN_AUTO = 0, 1, 2
 
 # Streamed response chunks Go may hold for a request beyond the one it writes.
 STREAM_WINDOW = 2
@@ -496,7 +497,7 @@ class Runner:
 
     def __init__(self, app, lifespan):
         self.app = app
-        self.lifespan = lifespan
+        self.lifespan = lifespan  # LIFESPAN_OFF / _ON / _AUTO
         self.state = {}
         self._startup = self._shutdown = self._queue = None
 
@@ -585,11 +586,27 @@ class Runner:
         try:
             await self.app(scope, self._queue.get, self._lifespan_send)
         except BaseException as e:
+            if self._unsupported("raised %s" % type(e).__name__):
+                return
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             self._fail("the app raised during lifespan:\n" + tb)
         else:
+            if self._unsupported("returned"):
+                return
             if not self._shutdown.done():  # returning after shutdown.complete is the norm
                 self._fail("the app returned from the lifespan scope without completing it")
+
+    def _unsupported(self, what):
+        """lifespan auto: an app that ends the lifespan scope before answering
+        startup does not support lifespan (Django's ASGI handler raises): it
+        is served without lifespan events, as under uvicorn's default."""
+        if self.lifespan != LIFESPAN_AUTO or self._startup.done():
+            return False
+        logs.info("caddysnake: the ASGI app %s in the lifespan scope before answering startup: "
+                  "it does not support lifespan; serving it without (lifespan auto)" % what)
+        self._queue = None  # no shutdown either
+        self._startup.set_result(None)
+        return True
 
     def _fail(self, message):
         for fut in (self._startup, self._shutdown):

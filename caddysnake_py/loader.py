@@ -65,7 +65,7 @@ def load_app(spec, working_dir, venv, kind="wsgi", lifespan=False, config_load=0
     if kind == "asgi":
         from .asgi import Runner
 
-        return Runner(app, bool(lifespan))
+        return Runner(app, lifespan)
     return app
 
 

@@ -180,6 +180,48 @@ def test_startup_timeout(tmp_path):
     assert elapsed < 20, f"caddy took {elapsed:.1f}s to give up on a 2s lifespan_timeout"
 
 
+# ---------------------------------------------------------------- lifespan auto
+
+
+def test_auto_runs_startup_state_and_shutdown(start_caddy, tmp_path):
+    """auto with an app that supports lifespan is lifespan on."""
+    state = tmp_path / "markers"
+    state.mkdir()
+    srv = start_caddy("lifespan-auto", sites=sites("ok:app", lifespan="auto"),
+                      env={"CADDYSNAKE_LIFESPAN_DIR": str(state)})
+    instance = markers(state, "startup-")
+    assert len(instance) == 1
+    assert httpx.get(srv.url("/"), timeout=10).json()["state"]["instance"] == instance[0]
+    assert srv.stop() == 0
+    assert markers(state, "shutdown-") == instance
+
+
+def test_auto_serves_an_app_without_lifespan_support(start_caddy, tmp_path):
+    """As uvicorn's default: an app that raises in the lifespan scope before
+    answering (Django's ASGI handler does) is served without lifespan, with
+    an info line instead of a failed start-up."""
+    state = tmp_path / "markers"
+    state.mkdir()
+    srv = start_caddy("lifespan-auto-none", sites=sites("no_lifespan:app", lifespan="auto"),
+                      env={"CADDYSNAKE_LIFESPAN_DIR": str(state)})
+    r = httpx.get(srv.url("/x"), timeout=10)
+    assert r.status_code == 200 and r.text.startswith("no lifespan here")
+    assert markers(state, "got-") == ["lifespan"]  # it was asked, once
+    assert srv.stop() == 0
+    log = srv.log()
+    assert "does not support lifespan" in log
+    assert "Traceback" not in log
+    assert markers(state, "got-") == ["lifespan"]  # and no shutdown was sent
+
+
+def test_auto_still_fails_on_startup_failed(tmp_path):
+    """An app that answers lifespan.startup.failed supports lifespan: it stops
+    caddy run under auto too (as uvicorn)."""
+    rc, out, _ = run_must_fail(tmp_path, "fail_message:app", lifespan="auto")
+    assert rc != 0
+    assert "startup-failed-marker-4242: db unreachable" in out
+
+
 # ---------------------------------------------------------------- lifespan off
 
 
