@@ -56,13 +56,13 @@ def free_port() -> int:
     """A free loopback port never handed out before in this run: Caddy binds
     with SO_REUSEPORT, so two listeners given the same port would both bind
     and split the load between them."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    port = 0
+    while port == 0 or port in _HANDED_OUT:
+        with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+    _HANDED_OUT.add(port)
+    return port
 
 
 def say(msg: str = "") -> None:
