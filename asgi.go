@@ -333,13 +333,12 @@ func acceptsTrailers(r *http.Request) bool {
 // caddysnake_py.asgi.Runner.http_scope reads them: method, scheme,
 // http_version, path, raw_path, query_string, root_path, client host/port,
 // server host/port, tls version, cipher suite, client cert chain (PEM),
-// client cert name; then (lowercased name, value) header pairs, host first.
+// client cert name; then (lowercased name, value) header pairs: host first
+// (when sent), the X-Forwarded-* trio (see forwarded.go), the others.
 func appendScope(b []byte, r *http.Request) []byte {
 	root, rest := splitScriptName(r)
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
+	fwd := forwardedHeaders(r)
+	scheme := fwd.scheme()
 	b = field(b, r.Method)
 	b = field(b, scheme)
 	b = field(b, httpVersion(r))
@@ -362,7 +361,15 @@ func appendScope(b []byte, r *http.Request) []byte {
 		b = field(b, "transfer-encoding")
 		b = field(b, te)
 	}
+	if !fwd.omit {
+		b = field(field(b, "x-forwarded-for"), fwd.xff)
+		b = field(field(b, "x-forwarded-proto"), fwd.proto)
+		b = field(field(b, "x-forwarded-host"), fwd.host)
+	}
 	for k, vs := range r.Header {
+		if isForwardedHeader(k) {
+			continue // replaced above
+		}
 		for _, v := range vs {
 			b = binary.LittleEndian.AppendUint32(b, uint32(len(k)))
 			for i := 0; i < len(k); i++ {

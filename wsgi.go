@@ -73,10 +73,8 @@ func appendEnviron(b []byte, r *http.Request) []byte {
 	b = pair(b, "QUERY_STRING", r.URL.RawQuery)
 	b = pair(b, "REQUEST_URI", requestURI(r))
 	b = pair(b, "SERVER_PROTOCOL", r.Proto)
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
+	fwd := forwardedHeaders(r)
+	scheme := fwd.scheme()
 	b = pair(b, "wsgi.url_scheme", scheme)
 	name, port := serverNamePort(r, scheme)
 	b = pair(b, "SERVER_NAME", name)
@@ -92,8 +90,15 @@ func appendEnviron(b []byte, r *http.Request) []byte {
 		// header the client sent (apps test it to see that a body comes).
 		b = pair(b, "HTTP_TRANSFER_ENCODING", strings.Join(r.TransferEncoding, ","))
 	}
+	if !fwd.omit {
+		b = pair(b, "HTTP_X_FORWARDED_FOR", fwd.xff)
+		b = pair(b, "HTTP_X_FORWARDED_PROTO", fwd.proto)
+		b = pair(b, "HTTP_X_FORWARDED_HOST", fwd.host)
+	}
 	for k, vs := range r.Header {
 		switch {
+		case isForwardedHeader(k):
+			continue // replaced above
 		case strings.IndexByte(k, '_') >= 0:
 			// "X_Forwarded_For" would become HTTP_X_FORWARDED_FOR and spoof
 			// the dashed header a proxy vouches for: drop it, as gunicorn does.

@@ -540,7 +540,7 @@ class Runner:
     def ws_scope(self, f, flags):
         scope = self.http_scope(f, flags)
         scope["type"] = "websocket"
-        scope["scheme"] = "wss" if flags & NEW_TLS else "ws"
+        scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
         subprotocols = []
         for name, value in scope["headers"]:
             if name == b"sec-websocket-protocol":
