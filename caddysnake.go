@@ -91,7 +91,11 @@ func (Python) CaddyModule() caddy.ModuleInfo {
 // defaultThreads sizes the pool for apps that mostly wait on I/O (databases,
 // APIs) while the GIL serialises pure-Python work anyway.
 func defaultThreads() int {
-	return max(4, 2*runtime.GOMAXPROCS(0))
+	cores := int(appCores.Load())
+	if cores == 0 { // the interpreter is not started: nothing was added yet
+		cores = runtime.GOMAXPROCS(0)
+	}
+	return max(4, 2*cores)
 }
 
 // check reports configuration errors; it runs before anything is imported so

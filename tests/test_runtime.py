@@ -50,3 +50,17 @@ def test_gc_headroom_kept_for_the_python_app(raw_server):
 @pytest.mark.parametrize("var,value", [("GOGC", "100"), ("GOMEMLIMIT", "1GiB")])
 def test_gc_settings_from_the_environment_are_left_alone(start_caddy, var, value):
     assert "GC heap headroom" not in _log_with_env(start_caddy, {var: value})
+
+
+@pytest.mark.skipif("GOMAXPROCS" in os.environ, reason="GOMAXPROCS is set for the test run itself")
+def test_default_threads_follow_caddys_cores_for_every_app(start_caddy):
+    """max(4, 2 x cores) for each app, the first (provisioned before the
+    interpreter's extra P) and the later ones alike."""
+    sites = "".join(f"http://:@PORT{i}@ {{\n" + python_block("rawapp:app", RAW_APP_DIR, venv=False) + "\n}\n"
+                    for i in range(3))
+    srv = start_caddy("default-threads", sites=sites, nports=3)
+    try:
+        threads = re.findall(r'python WSGI app ready\s+\{"module_wsgi": "rawapp:app", "threads": (\d+)\}', srv.log())
+        assert threads == [str(max(4, 2 * _caddy_gomaxprocs(srv)))] * 3, srv.log()[-2000:]
+    finally:
+        srv.stop()
