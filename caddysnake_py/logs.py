@@ -1,9 +1,16 @@
 """Text streams that write to Caddy's log.
 
 sys.stdout (info), sys.stderr (warn) and every request's wsgi.errors (error)
-are LogStreams: complete lines become log records in Caddy's logger, so the
+are LogStreams: what is written becomes records in Caddy's logger, so the
 output of print() and of the logging module ends up with the server's logs
 instead of a terminal that may not exist.
+
+A record is what one write() completed: print()'s line, or a whole logging
+record with its traceback (logging.StreamHandler writes each in one call),
+so a traceback is one entry, not one per line. A logging record keeps its
+own level (ERROR stays an error even on sys.stderr, WARNING a warning even
+on wsgi.errors, as Flask's handler writes there); other writes take the
+stream's.
 """
 
 import io
@@ -46,8 +53,7 @@ class LogStream(io.TextIOBase):
             head, sep, tail = data.rpartition("\n")
             self._buf = tail
         if sep:
-            for line in head.split("\n"):
-                _caddysnake.log(self._level, line)
+            _caddysnake.log(_record_level(sys._getframe(1), self._level), head)
         return len(s)
 
     def writelines(self, lines):
@@ -59,6 +65,21 @@ class LogStream(io.TextIOBase):
             data, self._buf = self._buf, ""
         if data:
             _caddysnake.log(self._level, data)
+
+
+def _record_level(caller, default):
+    """The level of the logging record `caller` is writing, if it is
+    logging.StreamHandler.emit (the handler of logging's defaults, Django's
+    and Flask's); else default."""
+    logging = sys.modules.get("logging")
+    if logging is None or caller.f_code is not logging.StreamHandler.emit.__code__:
+        return default
+    levelno = getattr(caller.f_locals.get("record"), "levelno", None)
+    if not isinstance(levelno, int):
+        return default
+    if levelno >= logging.ERROR:
+        return LOG_ERROR
+    return LOG_WARN if levelno >= logging.WARNING else LOG_INFO
 
 
 stdout = LogStream(LOG_INFO, "<caddy log: stdout>")

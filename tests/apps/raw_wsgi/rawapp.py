@@ -11,6 +11,7 @@ unset) and read back with ``GET /events?id=<ident>``.
 import hashlib
 import io
 import json
+import logging
 import os
 import sys
 import threading
@@ -478,6 +479,29 @@ def printer(environ, start_response):
     return respond_text(start_response, "printed")
 
 
+_logger = logging.getLogger("rawapp.logtest")
+_logger.setLevel(logging.INFO)
+_logger.propagate = False
+_logger.addHandler(logging.StreamHandler(sys.stderr))  # as Django's "console" handler
+
+
+def logging_view(environ, start_response):
+    """Records of each level through logging handlers on sys.stderr and on
+    wsgi.errors (Flask's default handler writes there), one with a traceback."""
+    ident = qs(environ).get("id", "x")
+    errors = logging.getLogger("rawapp.logtest.errors")
+    if not errors.handlers:
+        errors.addHandler(logging.StreamHandler(environ["wsgi.errors"]))
+    _logger.info("log-info-%s", ident)
+    _logger.error("log-error-%s", ident)
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        _logger.exception("log-exception-%s", ident)
+    errors.warning("log-errors-stream-warning-%s", ident)
+    return respond_text(start_response, "logged")
+
+
 def raiser(environ, start_response):
     ident = qs(environ).get("id", "x")
     raise RuntimeError(f"app-boom-{ident}")
@@ -630,6 +654,7 @@ ROUTES = {
     "/return_none": return_none,
     "/no_start_response": no_start_response,
     "/print": printer,
+    "/logging": logging_view,
     "/raise": raiser,
     "/raise_after_start": raise_after_start,
     "/close/normal": close_app,
