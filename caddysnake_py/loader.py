@@ -131,15 +131,32 @@ def add_venv(venv):
     packages); the new entries are then moved before the base site-packages so
     the venv's versions of a package win, as they would under its own python.
     """
-    sp = _site_packages(os.path.abspath(venv))
+    venv = os.path.abspath(venv)
+    sp = _site_packages(venv)
     if sp in sys.path:
         return
+    _use_venv_executable(venv)
     before = list(sys.path)
     site.addsitedir(sp)
     added = [p for p in sys.path if p not in before]
     base = set(site.getsitepackages() + [site.getusersitepackages()])
     idx = next((i for i, p in enumerate(before) if p in base), len(before))
     sys.path[:] = before[:idx] + added + before[idx:]
+
+
+_venv_executable = False
+
+
+def _use_venv_executable(venv):
+    """Make sys.executable the venv's python, as it is under a gunicorn or
+    uvicorn run from the venv: subprocess.run([sys.executable, ...]) (say,
+    manage.py) then finds the venv's packages. One interpreter has one
+    sys.executable: the first venv configured gets it."""
+    global _venv_executable
+    exe = os.path.join(venv, "bin", "python")
+    if not _venv_executable and os.access(exe, os.X_OK):
+        sys.executable = exe
+        _venv_executable = True
 
 
 def activate_environment_venv():

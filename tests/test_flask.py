@@ -31,6 +31,13 @@ def flask_prefix_server(start_caddy, venv_dir):
     srv.stop()
 
 
+def test_subprocess_of_sys_executable_sees_the_venv(flask_server, venv_dir):
+    r = httpx.get(flask_server.url("/subprocess"), timeout=70)
+    assert r.status_code == 200
+    assert r.json()["rc"] == 0, r.json()["err"]
+    assert r.json()["prefix"] == str(venv_dir)
+
+
 def test_json_roundtrip(flask_server):
     payload = {"numbers": [1, 2, 3.5], "text": "caf\u00e9 \u2603", "nested": {"a": [None, True]}}
     r = httpx.post(flask_server.url("/json"), json=payload, timeout=10)

@@ -10,6 +10,17 @@ app.secret_key = "caddysnake-test-secret"
 app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
 
 
+@app.route("/subprocess")
+def subprocess_python():
+    """What sys.executable finds: the venv's packages, as under gunicorn."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, flask; print(sys.prefix)"],
+                         capture_output=True, text=True, timeout=60)
+    return jsonify(rc=out.returncode, prefix=out.stdout.strip(), err=out.stderr[-500:])
+
+
 @app.route("/hello-world")
 def hello():
     return "Hello world!"
