@@ -62,11 +62,29 @@ def load_app(spec, working_dir, venv, kind="wsgi", lifespan=False, config_load=0
             if _owner(mod) != wd:
                 sys.modules.setdefault(name, mod)
     app = _resolve(module, attr or ("application" if kind == "wsgi" else "app"), spec)
+    _warn_foreign_django_settings(app, wd, spec)
     if kind == "asgi":
         from .asgi import Runner
 
         return Runner(app, lifespan)
     return app
+
+
+def _warn_foreign_django_settings(app, wd, spec):
+    """Django's settings are one per process: a second Django project in this
+    Caddy silently runs with the first one's (its DJANGO_SETTINGS_MODULE
+    setdefault finds the variable set). Say so instead."""
+    conf = sys.modules.get("django.conf")
+    if conf is None or not type(app).__module__.startswith("django."):
+        return
+    settings = conf.settings
+    name = getattr(settings, "SETTINGS_MODULE", None) if settings.configured else None
+    owner = _owner(sys.modules[name]) if name in sys.modules else None
+    if owner is not None and owner != wd:
+        logs.warn(
+            "caddysnake: the Django app %r in %s runs with the settings %r of %s: Django's settings "
+            "are process-wide, so one Caddy serves one Django project" % (spec, wd, name, owner)
+        )
 
 
 def _resolve(module, attr, spec):

@@ -90,3 +90,31 @@ def test_handlers_sharing_a_working_dir_share_its_modules(start_caddy, tmp_path)
         assert httpx.get(srv.url("/", 1), timeout=10).text == "b v2 loads=2 current=True"
     finally:
         srv.stop()
+
+
+DJANGO_TWO = {
+    "proj2_settings.py": 'SECRET_KEY = "x"\nROOT_URLCONF = "proj2_urls"\nALLOWED_HOSTS = ["*"]\n'
+                         'INSTALLED_APPS = []\nUSE_TZ = True\n',
+    "proj2_urls.py": "from django.http import HttpResponse\nfrom django.urls import path\n"
+                     'urlpatterns = [path("", lambda r: HttpResponse("proj2"))]\n',
+    "proj2_wsgi.py": 'import os\nos.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj2_settings")\n'
+                     "from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n",
+}
+
+
+def test_second_django_project_is_warned_about(start_caddy, tmp_path, venv_dir):
+    """Django's settings are process-wide: a second project would run with the
+    first one's settings; the log says so instead of leaving it silent."""
+    for name, text in DJANGO_TWO.items():
+        (tmp_path / name).write_text(text)
+    sites = ("http://:@PORT0@ {\n" + python_block("mysite.wsgi:application", APPS_DIR / "django_project") + "\n}\n"
+             "http://:@PORT1@ {\n" + python_block("proj2_wsgi:application", tmp_path) + "\n}\n")
+    srv = start_caddy("two-django", sites=sites, nports=2)
+    try:
+        srv.wait_for_log("one Caddy serves one Django project")
+        warning = next(line for line in srv.log().splitlines() if "one Caddy serves one Django project" in line)
+        # whichever was provisioned second runs with the other's settings
+        assert ("'proj2_wsgi:application'" in warning and "'mysite.settings'" in warning) or \
+            ("'mysite.wsgi:application'" in warning and "'proj2_settings'" in warning), warning
+    finally:
+        srv.stop()
