@@ -33,6 +33,7 @@ type asgiRequest struct {
 	cmds    chan asgiCmd
 	loop    *eventLoop
 	closing <-chan struct{} // the handler is being retired (reload or stop)
+	cut     <-chan struct{} // the process exits and the grace period is over
 	wsEnded atomic.Bool     // the WebSocket reader saw the connection end
 	started bool            // the app sent http.response.start
 	status  int             // its status
@@ -97,7 +98,7 @@ func putChunk(b []byte) {
 // serveASGI runs one request through the app's Runner and returns when the
 // response is complete (the app may still run, e.g. background tasks).
 func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
-	rq := &asgiRequest{w: w, r: r, cmds: make(chan asgiCmd, maxPendingCmds), loop: p.loop, closing: p.closing,
+	rq := &asgiRequest{w: w, r: r, cmds: make(chan asgiCmd, maxPendingCmds), loop: p.loop, closing: p.closing, cut: p.cut,
 		bodyLeft: r.ContentLength, body: bodyLimit{length: -1}}
 	rq.handle = cgo.NewHandle(rq)
 	// Once deleted, late messages for this request fail in the callbacks
@@ -150,6 +151,16 @@ func (rq *asgiRequest) run() error {
 		case <-gone:
 			rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
 			rq.clientClosed()
+			return nil
+		case <-rq.cut:
+			// The app sees a disconnect; the client a 503, or a truncated
+			// response rather than one that looks complete.
+			rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
+			if rq.sent {
+				panic(http.ErrAbortHandler)
+			}
+			rq.sent = true
+			http.Error(rq.w, http.StatusText(http.StatusServiceUnavailable), http.StatusServiceUnavailable)
 			return nil
 		}
 	}

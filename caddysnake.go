@@ -78,6 +78,9 @@ type Python struct {
 	// closing is closed by Cleanup: open WebSockets, which Caddy's graceful
 	// shutdown does not track once upgraded, then close with 1001.
 	closing chan struct{}
+	// cut is closed by Cleanup when the process exits: HTTP requests still
+	// running after Caddy's grace period end, so that lifespan shutdown runs.
+	cut chan struct{}
 }
 
 // CaddyModule returns the Caddy module information.
@@ -185,7 +188,7 @@ func (p *Python) provisionASGI(workDir string, load uint64) error {
 			return fmt.Errorf("python: lifespan startup of %q failed:\n%v", p.ModuleASGI, err)
 		}
 	}
-	p.app, p.inflight, p.closing = app, new(sync.WaitGroup), make(chan struct{})
+	p.app, p.inflight, p.closing, p.cut = app, new(sync.WaitGroup), make(chan struct{}), make(chan struct{})
 	p.logger.Info("python ASGI app ready", zap.String("module_asgi", p.ModuleASGI), zap.String("lifespan", p.Lifespan))
 	return nil
 }
@@ -222,23 +225,41 @@ func (p *Python) Validate() error {
 // Cleanup retires the app after Caddy stopped routing requests to this
 // handler (on reload: the old config's handler). WSGI threads finish their
 // current requests, then exit; an ASGI app gets lifespan shutdown once its
-// requests are over. Then the app is released.
+// requests are over, then is released.
+//
+// Caddy calls Cleanup synchronously, holding the reload (and the admin API)
+// until it returns, and on a reload it does not wait for in-flight requests
+// first: so on a reload the ASGI app retires in the background (an SSE
+// stream may never end). When the process exits, Caddy has already waited
+// for its grace period; requests still running are cut off, and lifespan
+// shutdown runs before Cleanup returns.
 func (p *Python) Cleanup() error {
 	if p.pool != nil {
 		p.pool.stop()
 	}
 	if p.app != nil {
-		close(p.closing) // WebSockets say goodbye; plain requests were drained by Caddy
-		p.inflight.Wait()
-		if p.lifespanMode() != lifespanOff { // the driver skips it if startup found none
-			if err := p.app.lifespan("shutdown", p.lifespanTimeout()); err != nil {
-				p.logger.Error("lifespan shutdown failed", zap.String("module_asgi", p.ModuleASGI), zap.Error(err))
-			}
+		// p.app stays set: a request that entered ServeHTTP just before
+		// still reads it (and is waited for).
+		close(p.closing) // WebSockets say goodbye
+		if caddy.Exiting() {
+			close(p.cut)
+			p.retire()
+		} else {
+			go p.retire()
 		}
-		p.app.releaseVia(p.loop)
-		p.app = nil
 	}
 	return nil
+}
+
+// retire waits for the app's requests, runs lifespan shutdown and releases it.
+func (p *Python) retire() {
+	p.inflight.Wait()
+	if p.lifespanMode() != lifespanOff { // the driver skips it if startup found none
+		if err := p.app.lifespan("shutdown", p.lifespanTimeout()); err != nil {
+			p.logger.Error("lifespan shutdown failed", zap.String("module_asgi", p.ModuleASGI), zap.Error(err))
+		}
+	}
+	p.app.releaseVia(p.loop)
 }
 
 // ServeHTTP serves the request with the app; it returns once the response

@@ -1,6 +1,7 @@
 """ASGI lifespan: startup before serving, state, failures, timeouts, shutdown
 on stop and on reload, and ``lifespan off``."""
 
+import signal
 import subprocess
 import threading
 import time
@@ -113,7 +114,7 @@ def test_reload_waits_for_in_flight_request_before_shutdown(lifespan_server):
 
     def slow():
         try:
-            r = httpx.get(srv.url("/slow?2"), timeout=30)
+            r = httpx.get(srv.url("/slow?6"), timeout=30)
             result["status"], result["json"] = r.status_code, r.json()
         except Exception as exc:  # reported below
             result["error"] = repr(exc)
@@ -122,7 +123,12 @@ def test_reload_waits_for_in_flight_request_before_shutdown(lifespan_server):
     t.start()
     try:
         wait_until(lambda: markers(state, "slow-started-") == [old], 10, message="the slow request to start")
+        t0 = time.monotonic()
         srv.reload(sites("ok:app", lifespan="on"))
+        # Caddy holds the reload (and its admin API) until Cleanup returns:
+        # the old app must retire in the background, not block it (the new
+        # app's startup takes ~1s, the old request 6s).
+        assert time.monotonic() - t0 < 4.5, "the reload waited for the old app's request"
         new = [i for i in markers(state, "startup-") if i != old]
         assert len(new) == 1
         assert httpx.get(srv.url("/"), timeout=10).json()["state"]["instance"] == new[0]
@@ -134,6 +140,39 @@ def test_reload_waits_for_in_flight_request_before_shutdown(lifespan_server):
     slow_done = float((state / f"slow-done-{old}").read_text())
     shut = float((state / f"shutdown-{old}").read_text())
     assert shut >= slow_done, "lifespan shutdown ran while a request of that app was still in flight"
+
+
+def test_exit_cuts_endless_stream_after_grace_period(start_caddy, tmp_path):
+    """On SIGTERM Caddy waits its grace_period; a stream that never ends is
+    then cut (as reverse_proxy's would be) so the process exits, after the
+    app's lifespan shutdown."""
+    state = tmp_path / "markers"
+    state.mkdir()
+    srv = start_caddy("lifespan-grace", sites=sites("ok:app", lifespan="on"), global_extra="\tgrace_period 1s",
+                      env={"CADDYSNAKE_LIFESPAN_DIR": str(state), "CADDYSNAKE_STARTUP_DELAY": "0"})
+    instance = markers(state, "startup-")
+    got = []
+
+    def listen():
+        try:
+            with httpx.stream("GET", srv.url("/forever"), timeout=30) as r:
+                for chunk in r.iter_raw():
+                    got.append(chunk)
+        except httpx.HTTPError as exc:
+            got.append(exc)
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    wait_until(lambda: len(got) >= 2, 10, message="the stream to flow")
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    code = srv.proc.wait(20)
+    elapsed = time.monotonic() - t0
+    srv.stop()
+    assert code == 0, srv.log()[-3000:]
+    assert elapsed < 10, f"caddy took {elapsed:.1f}s to exit with a 1s grace period"
+    assert markers(state, "shutdown-") == instance, "lifespan shutdown did not run"
+    t.join(10)
 
 
 def test_shutdown_failure_is_logged(start_caddy):

@@ -1,7 +1,8 @@
 """Lifespan that works: startup (slow on purpose) sets state and writes
 ``startup-<instance>``; shutdown writes ``shutdown-<instance>``; both in
 $CADDYSNAKE_LIFESPAN_DIR. GET / returns the request's state; GET /slow?<secs>
-does the same after sleeping (marking ``slow-started-``/``slow-done-``)."""
+does the same after sleeping (marking ``slow-started-``/``slow-done-``); GET
+/forever streams until the client leaves (an SSE feed)."""
 
 import asyncio
 import json
@@ -34,6 +35,12 @@ async def app(scope, receive, send):
                 mark("shutdown-" + instance, repr(time.time()))
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["path"] == "/forever":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        while True:
+            await send({"type": "http.response.body", "body": b"data: tick\n\n", "more_body": True})
+            await asyncio.sleep(0.2)
     if scope["path"] == "/slow":
         # an in-flight request: marks its start, sleeps, marks its end
         instance = scope["state"].get("instance", "?")
