@@ -55,23 +55,25 @@ func TestAppendEnviron(t *testing.T) {
 	r.Header.Add("Cookie", "b=2")
 	env := decodeEnviron(t, appendEnviron(nil, r))
 	want := map[string]string{
-		"REQUEST_METHOD":       "POST",
-		"SCRIPT_NAME":          "",
-		"PATH_INFO":            "/caf\xc3\xa9/x",
-		"QUERY_STRING":         "a=%20b&c",
-		"REQUEST_URI":          "http://example.com:8080/caf%C3%A9/x?a=%20b&c",
-		"SERVER_PROTOCOL":      "HTTP/1.1",
-		"SERVER_NAME":          "example.com",
-		"SERVER_PORT":          "8080",
-		"REMOTE_ADDR":          "192.0.2.7",
-		"REMOTE_PORT":          "51234",
-		"HTTP_HOST":            "example.com:8080",
-		"CONTENT_TYPE":         "text/plain",
-		"CONTENT_LENGTH":       "4",
-		"HTTP_X_MULTI":         "1,2",
-		"HTTP_X_FORWARDED_FOR": "198.51.100.1",
-		"HTTP_COOKIE":          "a=1; b=2",
-		"wsgi.url_scheme":      "http",
+		"REQUEST_METHOD":         "POST",
+		"SCRIPT_NAME":            "",
+		"PATH_INFO":              "/caf\xc3\xa9/x",
+		"QUERY_STRING":           "a=%20b&c",
+		"REQUEST_URI":            "http://example.com:8080/caf%C3%A9/x?a=%20b&c",
+		"SERVER_PROTOCOL":        "HTTP/1.1",
+		"SERVER_NAME":            "example.com",
+		"SERVER_PORT":            "8080",
+		"REMOTE_ADDR":            "192.0.2.7",
+		"REMOTE_PORT":            "51234",
+		"HTTP_HOST":              "example.com:8080",
+		"CONTENT_TYPE":           "text/plain",
+		"CONTENT_LENGTH":         "4",
+		"HTTP_X_MULTI":           "1,2",
+		"HTTP_X_FORWARDED_FOR":   "192.0.2.7", // the client's own replaced, as by reverse_proxy
+		"HTTP_X_FORWARDED_PROTO": "http",
+		"HTTP_X_FORWARDED_HOST":  "example.com:8080",
+		"HTTP_COOKIE":            "a=1; b=2",
+		"wsgi.url_scheme":        "http",
 	}
 	for k, v := range want {
 		if env[k] != v {
