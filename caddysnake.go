@@ -80,7 +80,8 @@ type Python struct {
 	closing chan struct{}
 	// cut is closed by Cleanup when the process exits: HTTP requests still
 	// running after Caddy's grace period end, so that lifespan shutdown runs.
-	cut chan struct{}
+	cut      chan struct{}
+	retiring bool // Cleanup ran
 }
 
 // CaddyModule returns the Caddy module information.
@@ -237,9 +238,10 @@ func (p *Python) Cleanup() error {
 	if p.pool != nil {
 		p.pool.stop()
 	}
-	if p.app != nil {
+	if p.app != nil && !p.retiring {
 		// p.app stays set: a request that entered ServeHTTP just before
 		// still reads it (and is waited for).
+		p.retiring = true
 		close(p.closing) // WebSockets say goodbye
 		if caddy.Exiting() {
 			close(p.cut)
