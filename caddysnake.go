@@ -80,8 +80,7 @@ type Python struct {
 	closing chan struct{}
 	// cut is closed by Cleanup when the process exits: HTTP requests still
 	// running after Caddy's grace period end, so that lifespan shutdown runs.
-	cut      chan struct{}
-	retiring bool // Cleanup ran
+	cut chan struct{}
 }
 
 // CaddyModule returns the Caddy module information.
@@ -238,10 +237,9 @@ func (p *Python) Cleanup() error {
 	if p.pool != nil {
 		p.pool.stop()
 	}
-	if p.app != nil && !p.retiring {
+	if p.app != nil && !isClosed(p.closing) {
 		// p.app stays set: a request that entered ServeHTTP just before
 		// still reads it (and is waited for).
-		p.retiring = true
 		close(p.closing) // WebSockets say goodbye
 		if caddy.Exiting() {
 			close(p.cut)
@@ -251,6 +249,15 @@ func (p *Python) Cleanup() error {
 		}
 	}
 	return nil
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // retire waits for the app's requests, runs lifespan shutdown and releases it.
