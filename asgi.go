@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"runtime/cgo"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,14 +22,13 @@ import (
 
 // asgiRequest is one HTTP request served by an ASGI app. Its ServeHTTP
 // goroutine owns the ResponseWriter and the request body; the event loop
-// thread talks to it only through cmds (messages the app sent, queued by the
-// non-blocking callbacks in callbacks_asgi.go) and it answers through the
-// loop's event queue.
+// thread talks to it only through cmds (the app's messages, handed over by
+// eventLoop.deliver) and it answers through the loop's event queue.
 type asgiRequest struct {
 	w       http.ResponseWriter
 	r       *http.Request
-	handle  cgo.Handle
-	cmds    chan asgiCmd
+	handle  uintptr  // the request's key in requests, as Python knows it
+	cmds    cmdQueue // the app's messages, from eventLoop.deliver
 	loop    *eventLoop
 	closing <-chan struct{} // the handler is being retired (reload or stop)
 	cut     <-chan struct{} // the process exits and the grace period is over
@@ -45,25 +43,24 @@ type asgiRequest struct {
 	bodyLeft int64     // request body bytes still expected, -1 if unknown
 	body     bodyLimit // response body against the declared Content-Length
 	rc       *http.ResponseController
-	posted   int // commands in the loop's outbox, not yet in cmds (eventLoop.outMu)
 }
 
+// The app's messages (asgiCmd kinds), as C numbers them (caddysnake.h).
 const (
-	cmdStart = iota + 1
-	cmdEarlyHint
-	cmdTrailers
-	cmdBody
-	cmdWantBody
-	cmdDone
-	cmdPathsend
-	cmdWSAccept // header: extra headers; path: the chosen subprotocol
-	cmdWSSend   // body; more: text
-	cmdWSClose  // status: code; path: reason
+	cmdStart     = C.CS_MSG_START
+	cmdEarlyHint = C.CS_MSG_EARLY_HINT
+	cmdTrailers  = C.CS_MSG_TRAILERS
+	cmdBody      = C.CS_MSG_BODY
+	cmdWantBody  = C.CS_MSG_WANT_BODY
+	cmdDone      = C.CS_MSG_DONE
+	cmdPathsend  = C.CS_MSG_PATHSEND
+	cmdWSAccept  = C.CS_MSG_WS_ACCEPT // header: extra headers; path: the chosen subprotocol
+	cmdWSSend    = C.CS_MSG_WS_SEND   // body; more: text
+	cmdWSClose   = C.CS_MSG_WS_CLOSE  // status: code; path: reason
 )
 
-// asgiCmd is one message from the app. Everything in it is Go memory: the
-// callbacks copy headers and body bytes before returning to Python, so no
-// Python object has to outlive a message.
+// asgiCmd is one message from the app. Everything in it is Go memory:
+// decodeMsg copies it out of the C message, which is freed at once.
 type asgiCmd struct {
 	kind   int
 	status int
@@ -73,10 +70,84 @@ type asgiCmd struct {
 	path   string
 }
 
-// maxPendingCmds bounds what an app can queue without waiting: a response
-// start, an early hint, STREAM_WINDOW+1 (3) streamed chunks and a final one,
-// trailers, want-body and done: 9 at most; 16 leaves room.
-const maxPendingCmds = 16
+// cmdQueue holds one request's messages from the app, in order. It is
+// unbounded, so delivering never blocks or drops: the driver's flow control
+// (STREAM_WINDOW, WebSocket credits) is what bounds it in practice.
+type cmdQueue struct {
+	mu    sync.Mutex
+	q     []asgiCmd
+	spare []asgiCmd
+	ready chan struct{} // holds a token while q is not empty
+}
+
+func (q *cmdQueue) put(c asgiCmd) {
+	q.mu.Lock()
+	q.q = append(q.q, c)
+	first := len(q.q) == 1
+	q.mu.Unlock()
+	if first {
+		select {
+		case q.ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take returns every waiting message, oldest first; the slice is valid until
+// the next take (the request goroutine's alone).
+func (q *cmdQueue) take() []asgiCmd {
+	clear(q.spare) // drop the previous batch's references
+	q.mu.Lock()
+	batch := q.q
+	q.q = q.spare[:0]
+	q.mu.Unlock()
+	q.spare = batch
+	return batch
+}
+
+// putBack returns the unread rest of a batch to the front of the queue.
+func (q *cmdQueue) putBack(rest []asgiCmd) {
+	if len(rest) == 0 {
+		return
+	}
+	q.mu.Lock()
+	q.q = append(append([]asgiCmd(nil), rest...), q.q...)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// requestTable maps the handles Python holds to live requests. A handle is
+// never reused, so a message for a request that is over finds nothing.
+type requestTable struct {
+	mu   sync.Mutex
+	m    map[uintptr]*asgiRequest
+	last uintptr
+}
+
+var requests = requestTable{m: make(map[uintptr]*asgiRequest)}
+
+func (t *requestTable) add(rq *asgiRequest) uintptr {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.last++
+	t.m[t.last] = rq
+	return t.last
+}
+
+func (t *requestTable) get(h uintptr) *asgiRequest {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[h]
+}
+
+func (t *requestTable) remove(h uintptr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.m, h)
+}
 
 // chunkPool recycles the Go copies of response chunks (streaming 100 MiB
 // in 64 KiB chunks would otherwise allocate 1,600 buffers for the GC).
@@ -98,12 +169,13 @@ func putChunk(b []byte) {
 // serveASGI runs one request through the app's Runner and returns when the
 // response is complete (the app may still run, e.g. background tasks).
 func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
-	rq := &asgiRequest{w: w, r: r, cmds: make(chan asgiCmd, maxPendingCmds), loop: p.loop, closing: p.closing, cut: p.cut,
+	rq := &asgiRequest{w: w, r: r, loop: p.loop, closing: p.closing, cut: p.cut,
 		bodyLeft: r.ContentLength, body: bodyLimit{length: -1}}
-	rq.handle = cgo.NewHandle(rq)
-	// Once deleted, late messages for this request fail in the callbacks
-	// (the app's send() raises) instead of touching a finished response.
-	defer rq.handle.Delete()
+	rq.cmds.ready = make(chan struct{}, 1)
+	rq.handle = requests.add(rq)
+	// Once removed, late messages for this request are dropped on delivery
+	// instead of touching a finished response.
+	defer requests.remove(rq.handle)
 	p.inflight.Add(1)
 	defer p.inflight.Done()
 
@@ -141,21 +213,24 @@ func (rq *asgiRequest) run() error {
 	gone := rq.r.Context().Done()
 	for {
 		select {
-		case c := <-rq.cmds:
-			if rq.handle_(c) {
-				// Finished: the app completed the response (its receive()
-				// now returns http.disconnect without a word from Go), it
-				// ended, or the write failed (which already told it).
-				return nil
+		case <-rq.cmds.ready:
+			for _, c := range rq.cmds.take() {
+				if rq.handle_(c) {
+					// Finished: the app completed the response (its
+					// receive() now returns http.disconnect without a word
+					// from Go), it ended, or the write failed (which
+					// already told it).
+					return nil
+				}
 			}
 		case <-gone:
-			rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
+			rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
 			rq.clientClosed()
 			return nil
 		case <-rq.cut:
 			// The app sees a disconnect; the client a 503, or a truncated
 			// response rather than one that looks complete.
-			rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
+			rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
 			if rq.sent {
 				panic(http.ErrAbortHandler)
 			}
@@ -261,11 +336,11 @@ func (rq *asgiRequest) writeBody(b []byte, more bool) bool {
 		}
 	}
 	if err != nil {
-		rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
+		rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
 		return true
 	}
 	if more {
-		rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_SEND_DONE)
+		rq.loop.pushSimple(rq.handle, C.CS_EV_SEND_DONE)
 	}
 	return !more && !rq.trailers
 }
@@ -290,7 +365,7 @@ func (rq *asgiRequest) readBody() {
 	}
 	if err != nil && err != io.EOF {
 		C.free(buf)
-		rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_DISCONNECT)
+		rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
 		return
 	}
 	if rq.bodyLeft > 0 {

@@ -5,8 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"testing"
-	"time"
 )
 
 // scopeFields splits appendScope's packing as caddysnake.c's scope_fields does.
@@ -80,75 +80,51 @@ func TestHTTPVersionAndTrailers(t *testing.T) {
 	}
 }
 
-// The outbox keeps each request's messages in order, delivers nothing before
-// a flush, reports the first message after a flush (the driver schedules the
-// next flush on it) and never lets a request's channel overflow.
-func TestOutboxPostAndFlush(t *testing.T) {
-	l := newEventLoop(-1, time.Hour)
-	a := &asgiRequest{cmds: make(chan asgiCmd, 2)}
-	b := &asgiRequest{cmds: make(chan asgiCmd, maxPendingCmds)}
-	steps := []struct {
-		rq   *asgiRequest
-		kind int
-		want int
-	}{
-		{a, cmdStart, postFirst},
-		{b, cmdStart, postQueued},
-		{a, cmdBody, postQueued},
-		{a, cmdDone, postFull}, // a's two slots are spoken for
-		{b, cmdBody, postQueued},
-	}
-	for i, s := range steps {
-		if got := int(l.post(s.rq, asgiCmd{kind: s.kind})); got != s.want {
-			t.Fatalf("step %d: post = %v, want %v", i, got, s.want)
+// A request's queue hands over its messages in order, in batches, with one
+// ready token per batch, and putBack returns an unread rest to the front.
+func TestCmdQueue(t *testing.T) {
+	q := cmdQueue{ready: make(chan struct{}, 1)}
+	kinds := func(cs []asgiCmd) (k []int) {
+		for _, c := range cs {
+			k = append(k, c.kind)
 		}
+		return k
 	}
-	if len(a.cmds) != 0 || len(b.cmds) != 0 {
-		t.Fatal("a message reached a request before the flush")
+	q.put(asgiCmd{kind: cmdStart})
+	q.put(asgiCmd{kind: cmdBody})
+	<-q.ready
+	if got := kinds(q.take()); !reflect.DeepEqual(got, []int{cmdStart, cmdBody}) {
+		t.Fatalf("first batch %v", got)
 	}
-	l.flush()
-	for _, c := range []struct {
-		rq   *asgiRequest
-		want []int
-	}{{a, []int{cmdStart, cmdBody}}, {b, []int{cmdStart, cmdBody}}} {
-		if c.rq.posted != 0 || len(c.rq.cmds) != len(c.want) {
-			t.Fatalf("after flush: posted %d, %d queued, want 0 and %d", c.rq.posted, len(c.rq.cmds), len(c.want))
-		}
-		for _, k := range c.want {
-			if got := (<-c.rq.cmds).kind; got != k {
-				t.Fatalf("delivered kind %d, want %d", got, k)
-			}
-		}
+	select {
+	case <-q.ready:
+		t.Fatal("a ready token without messages")
+	default:
 	}
-	// Delivered but unread messages still count against the channel.
-	a.cmds <- asgiCmd{kind: cmdStart}
-	a.cmds <- asgiCmd{kind: cmdBody}
-	if got := int(l.post(a, asgiCmd{kind: cmdDone})); got != postFull {
-		t.Fatalf("post to a full channel = %v, want postFull", got)
-	}
-	<-a.cmds
-	if got := int(l.post(a, asgiCmd{kind: cmdDone})); got != postFirst {
-		t.Fatalf("post after the goroutine read one = %v, want postFirst", got)
+	q.put(asgiCmd{kind: cmdWSAccept})
+	q.put(asgiCmd{kind: cmdWSSend})
+	<-q.ready
+	batch := q.take()
+	q.put(asgiCmd{kind: cmdWSClose}) // arrives while the batch is being read
+	q.putBack(batch[1:])
+	<-q.ready
+	if got := kinds(q.take()); !reflect.DeepEqual(got, []int{cmdWSSend, cmdWSClose}) {
+		t.Fatalf("after putBack %v", got)
 	}
 }
 
-// A message the loop does not flush (the app blocked it right after send())
-// still reaches its request: the timer armed by the batch's first message
-// flushes it from Go.
-func TestOutboxLateFlush(t *testing.T) {
-	l := newEventLoop(-1, time.Millisecond)
-	rq := &asgiRequest{cmds: make(chan asgiCmd, maxPendingCmds)}
-	for round := 0; round < 2; round++ { // and again after a timer flush
-		if got := int(l.post(rq, asgiCmd{kind: cmdBody})); got != postFirst {
-			t.Fatalf("round %d: post = %v, want postFirst", round, got)
-		}
-		select {
-		case c := <-rq.cmds:
-			if c.kind != cmdBody {
-				t.Fatalf("delivered kind %d", c.kind)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("round %d: no flush without the loop", round)
-		}
+// Handles are never reused: a late message for a finished request finds
+// nothing, even after another request started.
+func TestRequestTable(t *testing.T) {
+	a, b := &asgiRequest{}, &asgiRequest{}
+	ha := requests.add(a)
+	if requests.get(ha) != a {
+		t.Fatal("get after add")
+	}
+	requests.remove(ha)
+	hb := requests.add(b)
+	defer requests.remove(hb)
+	if hb == ha || requests.get(ha) != nil || requests.get(hb) != b {
+		t.Fatalf("handles %d, %d: stale lookup", ha, hb)
 	}
 }

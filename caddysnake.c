@@ -3,10 +3,13 @@
  * Python reference that Go holds (as opaque cs_obj), and performs every GIL
  * transition. Python never calls Go with the GIL held: each Go callback is
  * wrapped in Py_BEGIN/END_ALLOW_THREADS, so a slow client never blocks other
- * Python threads.
+ * Python threads. The ASGI loop thread does not call Go at all on the request
+ * path: it meets Go in the C queues of section 1.
  *
  * Layout of this file:
- *   1. the built-in module `_caddysnake` (Request type, log(), exception)
+ *   1. the built-in module `_caddysnake` (Request type, log(), exception),
+ *      and the ASGI queues between Go and the loop thread with the
+ *      `_caddysnake.asgi_*` functions that use them
  *   2. interpreter start-up and loading of the embedded caddysnake_py package
  *   3. app loading / releasing
  *   4. worker thread states and the per-request entry point
@@ -17,8 +20,13 @@
 
 #include <dlfcn.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "caddysnake.h"
@@ -139,7 +147,7 @@ static PyObject *none_or_raise(long rc) {
  * once with asgi_on_flush_due; a strong reference kept for the process. */
 static PyObject *flush_due_cb = NULL;
 
-/* The result of an ASGI message queued in Go's outbox: None, after calling
+/* The result of an ASGI message queued for Go (msg_post): None, after calling
  * the driver's flush scheduler when it is the first message since the last
  * flush (so no call site can forget to, and none strands a message), or the
  * exception for an error code.
@@ -399,17 +407,268 @@ static PyObject *mod_log(PyObject *self, PyObject *args) {
 }
 
 
+/* ---- ASGI queues between Go and the loop thread (see caddysnake.h) -------
+ * Plain C, no Python: Go's threads and the loop thread meet only here, under
+ * two short mutexes, so the loop thread never enters Go on the request path.
+ * The fds are Go's, set once by cs_asgi_start_loop before the loop runs. */
+static int in_efd = -1, out_efd = -1, late_fd = -1;
+
+static pthread_mutex_t in_mu = PTHREAD_MUTEX_INITIALIZER;
+static cs_event *in_q, *in_spare; /* the loop takes in_q whole and hands back its array */
+static size_t in_len, in_cap, in_spare_cap;
+static int in_signaled; /* the eventfd was written since the loop last took */
+
+static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+static cs_msg *out_head, *out_tail;     /* posted since the last flush, in order */
+static cs_msg *ready_head, *ready_tail; /* flushed, not yet taken by Go */
+static int ready_signaled;              /* out_efd written since Go last took */
+static int late_armed;                  /* the timerfd is set */
+static long long out_first_ns;          /* when out_head was posted */
+
+static void wake_fd(int fd) {
+    uint64_t one = 1;
+    /* EAGAIN only if the counter is saturated: the reader is due anyway. */
+    if (write(fd, &one, sizeof one) < 0) {
+    }
+}
+
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void arm_late(long long ns) {
+    struct itimerspec t = {{0, 0}, {ns / 1000000000LL, ns % 1000000000LL}};
+    timerfd_settime(late_fd, 0, &t, NULL);
+}
+
+static void out_of_memory(void) {
+    fputs("caddysnake: out of memory in the ASGI queues\n", stderr);
+    abort(); /* an event or message dropped silently would hang a request */
+}
+
+void cs_asgi_push(cs_event ev) {
+    pthread_mutex_lock(&in_mu);
+    if (in_len == in_cap) {
+        size_t cap = in_cap ? in_cap * 2 : 256;
+        cs_event *q = realloc(in_q, cap * sizeof *q);
+        if (q == NULL) {
+            out_of_memory();
+        }
+        in_q = q;
+        in_cap = cap;
+    }
+    in_q[in_len++] = ev;
+    int wake = !in_signaled;
+    in_signaled = 1;
+    pthread_mutex_unlock(&in_mu);
+    if (wake) {
+        wake_fd(in_efd);
+    }
+}
+
+/* Take every queued event: *n of them, in an array that stays the caller's
+ * until it passes it back to in_give_back. Loop thread only. */
+static cs_event *in_take(size_t *n, size_t *cap) {
+    pthread_mutex_lock(&in_mu);
+    cs_event *q = in_q;
+    *n = in_len;
+    *cap = in_cap;
+    in_q = in_spare;
+    in_cap = in_spare_cap;
+    in_spare = NULL;
+    in_spare_cap = in_len = 0;
+    in_signaled = 0; /* the loop read the eventfd before taking */
+    pthread_mutex_unlock(&in_mu);
+    return q;
+}
+
+static void in_give_back(cs_event *q, size_t cap) {
+    pthread_mutex_lock(&in_mu);
+    if (in_spare == NULL) {
+        in_spare = q, in_spare_cap = cap;
+        q = NULL;
+    }
+    pthread_mutex_unlock(&in_mu);
+    free(q);
+}
+
+/* A new message with room for nhdr header pairs plus extra bytes of header
+ * text and len bytes of data. owns: the caller, until msg_post. */
+static cs_msg *msg_new(uintptr_t handle, int kind, size_t nhdr, size_t extra, size_t len) {
+    size_t hsize = nhdr * 2 * sizeof(cs_str);
+    cs_msg *m = malloc(sizeof *m + hsize + extra + len);
+    if (m == NULL) {
+        return NULL;
+    }
+    memset(m, 0, sizeof *m);
+    m->handle = handle;
+    m->kind = kind;
+    m->nhdr = nhdr;
+    m->hdr = (cs_str *)(m + 1);
+    m->data = (char *)(m + 1) + hsize + extra;
+    m->len = len;
+    return m;
+}
+
+/* Queue m until the next flush; CS_OK_FLUSH if it is the first since the
+ * last one (the driver schedules the flush). owns: takes m. GIL: held (the
+ * loop thread), but only out_mu matters here. */
+static long msg_post(cs_msg *m) {
+    int arm = 0;
+    pthread_mutex_lock(&out_mu);
+    int first = out_head == NULL;
+    if (first) {
+        out_head = m;
+        out_first_ns = now_ns();
+        arm = !late_armed;
+        late_armed = 1;
+    } else {
+        out_tail->next = m;
+    }
+    out_tail = m;
+    pthread_mutex_unlock(&out_mu);
+    if (arm) {
+        arm_late(CS_LATE_FLUSH_NS);
+    }
+    return first ? CS_OK_FLUSH : CS_OK;
+}
+
+/* Move the posted messages to the ready list; whether Go must be woken.
+ * out_mu held. */
+static int out_flush_locked(void) {
+    if (out_head == NULL) {
+        return 0;
+    }
+    if (ready_head) {
+        ready_tail->next = out_head;
+    } else {
+        ready_head = out_head;
+    }
+    ready_tail = out_tail;
+    out_head = out_tail = NULL;
+    int wake = !ready_signaled;
+    ready_signaled = 1;
+    return wake;
+}
+
+static void out_flush(void) {
+    pthread_mutex_lock(&out_mu);
+    int wake = out_flush_locked();
+    pthread_mutex_unlock(&out_mu);
+    if (wake) {
+        wake_fd(out_efd);
+    }
+}
+
+void cs_asgi_late(void) {
+    long long rest = 0;
+    pthread_mutex_lock(&out_mu);
+    late_armed = 0;
+    int wake = 0;
+    if (out_head != NULL) {
+        long long waited = now_ns() - out_first_ns;
+        if (waited >= CS_LATE_FLUSH_NS) {
+            wake = out_flush_locked();
+        } else {
+            rest = CS_LATE_FLUSH_NS - waited; /* a newer batch: its own deadline */
+            late_armed = 1;
+        }
+    }
+    pthread_mutex_unlock(&out_mu);
+    if (rest > 0) {
+        arm_late(rest);
+    }
+    if (wake) {
+        wake_fd(out_efd);
+    }
+}
+
+cs_msg *cs_asgi_take_msgs(void) {
+    pthread_mutex_lock(&out_mu);
+    cs_msg *m = ready_head;
+    ready_head = ready_tail = NULL;
+    ready_signaled = 0;
+    pthread_mutex_unlock(&out_mu);
+    return m;
+}
+
+void cs_asgi_free_msgs(cs_msg *m) {
+    while (m != NULL) {
+        cs_msg *next = m->next;
+        free(m);
+        m = next;
+    }
+}
+
+/* ---- response header checks (the same rules as Go's httpguts) ---- */
+
+static int is_tchar(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Whether p[0:n] is a valid Content-Length, stored in *out. */
+static int parse_length(const char *p, size_t n, long long *out) {
+    size_t i = (n > 0 && p[0] == '+') ? 1 : 0;
+    if (i == n || n - i > 18) { /* 18 digits cannot overflow */
+        return 0;
+    }
+    long long v = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return 0;
+        }
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* CS_OK, or CS_ERR_BAD_HEADER if a name is not a token, a value holds a
+ * control character other than HTAB, or Content-Length values are not one
+ * number (RFC 9110 8.6). */
+static long check_headers(const cs_str *kv, size_t n) {
+    long long length = -1;
+    for (size_t i = 0; i < n; i++) {
+        const cs_str *name = &kv[2 * i], *val = &kv[2 * i + 1];
+        if (name->n == 0) {
+            return CS_ERR_BAD_HEADER;
+        }
+        for (size_t j = 0; j < name->n; j++) {
+            if (!is_tchar((unsigned char)name->p[j])) {
+                return CS_ERR_BAD_HEADER;
+            }
+        }
+        for (size_t j = 0; j < val->n; j++) {
+            unsigned char c = (unsigned char)val->p[j];
+            if ((c < ' ' && c != '\t') || c == 0x7f) {
+                return CS_ERR_BAD_HEADER;
+            }
+        }
+        if (name->n == 14 && strncasecmp(name->p, "content-length", 14) == 0) {
+            long long v;
+            if (!parse_length(val->p, val->n, &v) || (length >= 0 && v != length)) {
+                return CS_ERR_BAD_HEADER;
+            }
+            length = v;
+        }
+    }
+    return CS_OK;
+}
+
 /* ---- ASGI: functions of `_caddysnake` used by caddysnake_py.asgi ---------
- * All run on the event loop thread with the GIL held, and every Go callback
- * they make is non-blocking (a copy into Go's outbox), so the GIL is not
- * released around them: releasing and re-taking it would cost more. Go holds
- * the messages until asgi_flush; the first one after a flush calls the
- * driver's scheduler for it (see due_or_raise). */
+ * All run on the event loop thread with the GIL held and never call Go: each
+ * checks its message and copies it into a cs_msg (so send() raises on bad
+ * input and the app may reuse its buffers at once), then queues it until
+ * asgi_flush; the first one after a flush calls the driver's scheduler for
+ * it (see due_or_raise). */
 
 /* Fill out[] with borrowed views of ASGI headers: an iterable of
  * [name, value] byte-string pairs. The caller holds *keep (a new reference to
- * the sequence) until Go has copied what it needs. GIL: held. Returns the
- * count, or -1 with an exception set. */
+ * the sequence) while it uses the views. GIL: held. Returns the count, or -1
+ * with an exception set. */
 static Py_ssize_t asgi_headers(PyObject *headers, cs_str **out, cs_str *stack,
                                PyObject **keep) {
     *out = stack;
@@ -443,30 +702,76 @@ static Py_ssize_t asgi_headers(PyObject *headers, cs_str **out, cs_str *stack,
     return n;
 }
 
-/* asgi_headers(handle, kind, status, headers, flags): response start (kind 1),
- * early hint (2) or trailers (3). Go validates and copies synchronously. */
+/* A message holding copies of the n checked header pairs in kv. owns: new,
+ * or NULL with an exception set. */
+static cs_msg *headers_msg(uintptr_t handle, int kind, const cs_str *kv, size_t n) {
+    size_t text = 0;
+    for (size_t i = 0; i < 2 * n; i++) {
+        text += kv[i].n;
+    }
+    cs_msg *m = msg_new(handle, kind, n, text, 0);
+    if (m == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    char *p = (char *)(m->hdr + 2 * n);
+    for (size_t i = 0; i < 2 * n; i++) {
+        memcpy(p, kv[i].p, kv[i].n);
+        m->hdr[i].p = p;
+        m->hdr[i].n = kv[i].n;
+        p += kv[i].n;
+    }
+    return m;
+}
+
+/* asgi_headers(handle, kind, status, headers, flags): response start (kind
+ * 1), early hint (2), trailers (3) or WebSocket accept (4). */
 static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
+    static const int kinds[] = {0, CS_MSG_START, CS_MSG_EARLY_HINT, CS_MSG_TRAILERS, CS_MSG_WS_ACCEPT};
     unsigned long long handle;
     int kind, status, flags;
     PyObject *headers;
     if (!PyArg_ParseTuple(args, "KiiOi", &handle, &kind, &status, &headers, &flags)) {
         return NULL;
     }
+    if (kind < 1 || kind > 4) {
+        return raise_code(CS_ERR_BAD_STATE);
+    }
+    if (kind == 1 && (status < 200 || status > 999)) {
+        return raise_code(CS_ERR_BAD_STATUS);
+    }
     cs_str stack[CS_STACK_HEADERS * 2], *hdrs;
     PyObject *keep = NULL;
     Py_ssize_t n = asgi_headers(headers, &hdrs, stack, &keep);
-    long rc = n < 0 ? 0 : cs_go_asgi_headers((uintptr_t)handle, kind, status, hdrs, (size_t)n, flags);
+    long rc = n < 0 ? CS_OK : check_headers(hdrs, (size_t)n);
+    cs_msg *m = (n < 0 || rc != CS_OK) ? NULL : headers_msg((uintptr_t)handle, kinds[kind], hdrs, (size_t)n);
     if (hdrs != stack) {
         PyMem_Free(hdrs);
     }
     Py_XDECREF(keep);
-    if (n < 0) {
-        return NULL;
+    if (m == NULL) {
+        return rc != CS_OK ? raise_code(rc) : NULL;
     }
-    return due_or_raise(rc);
+    m->status = status;
+    m->flags = flags;
+    return due_or_raise(msg_post(m));
 }
 
-/* asgi_body(handle, body, more): Go copies the bytes and queues the write. */
+/* Queue a message carrying a copy of p[0:n]. GIL: held. */
+static PyObject *post_data(uintptr_t handle, int kind, int status, int flags, const void *p, size_t n) {
+    cs_msg *m = msg_new(handle, kind, 0, 0, n);
+    if (m == NULL) {
+        return PyErr_NoMemory();
+    }
+    if (n > 0) {
+        memcpy(m->data, p, n);
+    }
+    m->status = status;
+    m->flags = flags;
+    return due_or_raise(msg_post(m));
+}
+
+/* asgi_body(handle, body, more): queue a copy of the bytes for writing. */
 static PyObject *mod_asgi_body(PyObject *self, PyObject *args) {
     unsigned long long handle;
     Py_buffer body;
@@ -474,9 +779,9 @@ static PyObject *mod_asgi_body(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Ky*p", &handle, &body, &more)) {
         return NULL;
     }
-    long rc = cs_go_asgi_body((uintptr_t)handle, (char *)body.buf, (size_t)body.len, more);
+    PyObject *r = post_data((uintptr_t)handle, CS_MSG_BODY, 0, more, body.buf, (size_t)body.len);
     PyBuffer_Release(&body);
-    return due_or_raise(rc);
+    return r;
 }
 
 /* asgi_signal(handle, what, arg): want-body / one more WebSocket message (1),
@@ -487,19 +792,31 @@ static PyObject *mod_asgi_signal(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Kii", &handle, &what, &arg)) {
         return NULL;
     }
-    long rc = cs_go_asgi_signal((uintptr_t)handle, what, arg);
-    return due_or_raise(rc);
+    if (what != 1 && what != 2) {
+        return raise_code(CS_ERR_BAD_STATE);
+    }
+    return post_data((uintptr_t)handle, what == 1 ? CS_MSG_WANT_BODY : CS_MSG_DONE, 0, arg, NULL, 0);
+}
+
+/* Whether an app may send code in a close frame (RFC 6455 7.4: 1004-1006 and
+ * 1015 are reserved, 1016-2999 unassigned). */
+static int valid_close_code(int code) {
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
 }
 
 /* asgi_ws(handle, op, arg, data): WebSocket send (op 1: data is bytes or
  * str, sent as binary or text) or close (op 2: arg is the code, data the
- * reason). Go copies and queues. */
+ * reason). */
 static PyObject *mod_asgi_ws(PyObject *self, PyObject *args) {
     unsigned long long handle;
     int op, arg;
     PyObject *data;
     if (!PyArg_ParseTuple(args, "KiiO", &handle, &op, &arg, &data)) {
         return NULL;
+    }
+    if (op != 1 && op != 2) {
+        return raise_code(CS_ERR_BAD_STATE);
     }
     const char *p;
     Py_ssize_t n;
@@ -517,11 +834,18 @@ static PyObject *mod_asgi_ws(PyObject *self, PyObject *args) {
         p = view.buf;
         n = view.len;
     }
-    long rc = cs_go_asgi_ws((uintptr_t)handle, op, op == 2 ? arg : text, (char *)p, (size_t)n);
+    PyObject *r;
+    if (op == 1) {
+        r = post_data((uintptr_t)handle, CS_MSG_WS_SEND, 0, text, p, (size_t)n);
+    } else if (!valid_close_code(arg) || n > 123) {
+        r = raise_code(CS_ERR_BAD_CLOSE);
+    } else {
+        r = post_data((uintptr_t)handle, CS_MSG_WS_CLOSE, arg, 0, p, (size_t)n);
+    }
     if (!text) {
         PyBuffer_Release(&view);
     }
-    return due_or_raise(rc);
+    return r;
 }
 
 /* asgi_pathsend(handle, path: str): Go serves the file itself. */
@@ -532,15 +856,14 @@ static PyObject *mod_asgi_pathsend(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Ks#", &handle, &path, &n)) {
         return NULL;
     }
-    long rc = cs_go_asgi_pathsend((uintptr_t)handle, (char *)path, (size_t)n);
-    return due_or_raise(rc);
+    return post_data((uintptr_t)handle, CS_MSG_PATHSEND, 0, 0, path, (size_t)n);
 }
 
-/* asgi_flush(): hand every message queued since the last flush to its
- * request's goroutine (one crossing and, typically, one thread wake-up for
- * the whole batch). GIL: held in/out; Go does not block. */
+/* asgi_flush(): hand every message queued since the last flush to Go (one
+ * eventfd write, and one wake-up of Go's delivering goroutine, for the whole
+ * batch). GIL: held in/out. */
 static PyObject *mod_asgi_flush(PyObject *self, PyObject *unused) {
-    cs_go_asgi_flush();
+    out_flush();
     Py_RETURN_NONE;
 }
 
@@ -589,47 +912,45 @@ static PyObject *scope_fields(const char *p, size_t len) {
 }
 
 /* asgi_take() -> list of (kind, handle, app, flags, data) for every queued
- * event: one crossing for a whole batch. data is a tuple of bytes fields for
- * CS_EV_NEW, bytes for CS_EV_BODY, else None. */
-#define CS_TAKE_BATCH 64
+ * event: one call for a whole batch. data is a tuple of bytes fields for
+ * CS_EV_NEW, bytes for CS_EV_BODY / CS_EV_WS_MSG / a close reason, else None.
+ * GIL: held in/out. owns: every taken event's data (freed here). */
 static PyObject *mod_asgi_take(PyObject *self, PyObject *unused) {
     PyObject *list = PyList_New(0);
-    cs_event evs[CS_TAKE_BATCH];
-    size_t got;
-    do {
-        got = cs_go_asgi_take(evs, CS_TAKE_BATCH);
-        for (size_t i = 0; i < got; i++) {
-            cs_event *e = &evs[i];
-            PyObject *data = NULL;
-            if (list != NULL) {
-                if (e->kind == CS_EV_NEW) {
-                    data = scope_fields(e->data, e->len);
-                } else if (e->kind == CS_EV_BODY || e->kind == CS_EV_WS_MSG ||
-                           (e->kind == CS_EV_DISCONNECT && e->data != NULL)) {
-                    data = PyBytes_FromStringAndSize(e->data, (Py_ssize_t)e->len);
-                } else {
-                    Py_INCREF(Py_None);
-                    data = Py_None;
-                }
+    size_t got, cap;
+    cs_event *evs = in_take(&got, &cap);
+    for (size_t i = 0; i < got; i++) {
+        cs_event *e = &evs[i];
+        PyObject *data = NULL;
+        if (list != NULL) {
+            if (e->kind == CS_EV_NEW) {
+                data = scope_fields(e->data, e->len);
+            } else if (e->kind == CS_EV_BODY || e->kind == CS_EV_WS_MSG ||
+                       (e->kind == CS_EV_DISCONNECT && e->data != NULL)) {
+                data = PyBytes_FromStringAndSize(e->data, (Py_ssize_t)e->len);
+            } else {
+                Py_INCREF(Py_None);
+                data = Py_None;
             }
-            free(e->data); /* ours now, whatever happens */
-            if (e->kind == CS_EV_RELEASE) {
-                /* Go's reference, dropped here so that every event queued
-                 * before it (which borrows app) has been decoded first. */
-                Py_XDECREF((PyObject *)e->app);
-                Py_XDECREF(data);
-                continue;
-            }
-            PyObject *item = data ? Py_BuildValue("(iKOiN)", e->kind, (unsigned long long)e->handle,
-                                                 e->app ? (PyObject *)e->app : Py_None,
-                                                 e->flags, data)
-                                  : NULL;
-            if (item == NULL || PyList_Append(list, item) < 0) {
-                Py_CLEAR(list);
-            }
-            Py_XDECREF(item);
         }
-    } while (got == CS_TAKE_BATCH);
+        free(e->data); /* ours now, whatever happens */
+        if (e->kind == CS_EV_RELEASE) {
+            /* Go's reference, dropped here so that every event queued
+             * before it (which borrows app) has been decoded first. */
+            Py_XDECREF((PyObject *)e->app);
+            Py_XDECREF(data);
+            continue;
+        }
+        PyObject *item = data ? Py_BuildValue("(iKOiN)", e->kind, (unsigned long long)e->handle,
+                                             e->app ? (PyObject *)e->app : Py_None,
+                                             e->flags, data)
+                              : NULL;
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_CLEAR(list);
+        }
+        Py_XDECREF(item);
+    }
+    in_give_back(evs, cap);
     return list;
 }
 
@@ -966,11 +1287,12 @@ void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
 /* 5. ASGI loop and lifespan                                                 */
 /* ------------------------------------------------------------------------ */
 
-char *cs_asgi_start_loop(int efd, const char *loop_kind) {
+char *cs_asgi_start_loop(int in_fd, int out_fd, int late, const char *loop_kind) {
+    in_efd = in_fd, out_efd = out_fd, late_fd = late; /* before the loop can run */
     PyGILState_STATE g = PyGILState_Ensure();
     char *err = NULL;
     PyObject *start = module_attr("caddysnake_py.asgi", "start_loop");
-    PyObject *res = start ? PyObject_CallFunction(start, "is", efd, loop_kind) : NULL;
+    PyObject *res = start ? PyObject_CallFunction(start, "is", in_fd, loop_kind) : NULL;
     if (res == NULL) {
         err = format_exception();
     }

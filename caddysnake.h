@@ -103,14 +103,21 @@ void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
                     uintptr_t handle, int has_body);
 
 /* ------------------------------------------------------------------------
- * ASGI. One asyncio loop per interpreter runs on its own Python thread. Go
- * queues events for it (cs_event) and wakes it through an eventfd only when
- * the queue goes from empty to non-empty; the loop takes the whole batch in
- * one crossing (cs_go_asgi_take). Messages the app sends reach Go through
- * non-blocking callbacks (cs_go_asgi_*), made with the GIL held, which
- * validate and copy them into Go's outbox; one later cs_go_asgi_flush hands
- * the whole outbox to the request goroutines, so waking them is paid once
- * per loop iteration instead of once per message.
+ * ASGI. One asyncio loop per interpreter runs on its own Python thread, and
+ * it never calls into Go on the request path: a C thread that calls Go keeps
+ * a Go P (scheduler slot) while it runs Python or sleeps in epoll, which Go's
+ * sysmon then has to take back (polling every 20 us under load), and each
+ * later call waits for a P again. So both directions are C queues:
+ *   in:  Go pushes events (cs_asgi_push) and writes an eventfd only when the
+ *        loop may be asleep; the loop swaps out the whole queue at once.
+ *   out: the app's messages are validated and copied into malloc'd cs_msg
+ *        records as send() runs (so send() can raise), held until the driver
+ *        flushes once per loop iteration, then handed over in one list: C
+ *        writes an eventfd that Go's netpoller watches, and one goroutine
+ *        delivers the list to the request goroutines (cs_asgi_take_msgs).
+ *        A timerfd, armed by the first message of a batch, flushes from Go
+ *        if the loop does not within CS_LATE_FLUSH_NS (an app that blocks
+ *        the loop right after send()).
  * ------------------------------------------------------------------------ */
 
 enum {
@@ -135,10 +142,55 @@ typedef struct {
     int flags;
 } cs_event;
 
-/* Start the event loop thread (once per process), watching efd for wake-ups.
- * loop_kind: "auto", "asyncio" or "uvloop". GIL: not held in/out.
- * owns: NULL or a malloc'd error/traceback. */
-char *cs_asgi_start_loop(int efd, const char *loop_kind);
+/* Queue ev for the loop (copied; ev.data now belongs to the queue), waking
+ * the loop if it may be asleep. Any thread; GIL: not needed. */
+void cs_asgi_push(cs_event ev);
+
+/* Kinds of app messages (the numbers are Go's asgiCmd kinds). */
+enum {
+    CS_MSG_START = 1,      /* status; hdr; flags: trailers announced */
+    CS_MSG_EARLY_HINT = 2, /* hdr (Link) */
+    CS_MSG_TRAILERS = 3,   /* hdr; flags: more trailers */
+    CS_MSG_BODY = 4,       /* data; flags: more body */
+    CS_MSG_WANT_BODY = 5,  /* the app waits in receive() (WebSocket: one more credit) */
+    CS_MSG_DONE = 6,       /* the app returned or raised; flags: failed */
+    CS_MSG_PATHSEND = 7,   /* data: the file's path */
+    CS_MSG_WS_ACCEPT = 8,  /* hdr, including the chosen sec-websocket-protocol */
+    CS_MSG_WS_SEND = 9,    /* data; flags: text */
+    CS_MSG_WS_CLOSE = 10,  /* status: close code; data: reason */
+};
+
+/* One app message, in one malloc'd block (hdr and data point into it). The
+ * list Go takes (cs_asgi_take_msgs) is Go's to read and to free
+ * (cs_asgi_free_msgs); header names and values are checked already. */
+typedef struct cs_msg {
+    struct cs_msg *next;
+    uintptr_t handle;
+    int kind;
+    int status;
+    int flags;
+    size_t nhdr; /* (name, value) pairs in hdr */
+    cs_str *hdr;
+    char *data;
+    size_t len;
+} cs_msg;
+
+/* Take every flushed message, oldest first (NULL if none). Go reads the
+ * out eventfd before calling, so no wake-up is lost. Any thread. */
+cs_msg *cs_asgi_take_msgs(void);
+void cs_asgi_free_msgs(cs_msg *m);
+
+/* The late-flush timerfd fired: flush the batch if it has waited
+ * CS_LATE_FLUSH_NS (else re-arm for the rest). Any thread. */
+void cs_asgi_late(void);
+#define CS_LATE_FLUSH_NS 1000000LL
+
+/* Start the event loop thread (once per process). in_efd: the eventfd the
+ * loop watches for events; out_efd: the eventfd C writes when messages are
+ * flushed; late_fd: the timerfd armed for late flushes (all non-blocking,
+ * owned by Go for the process). loop_kind: "auto", "asyncio" or "uvloop".
+ * GIL: not held in/out. owns: NULL or a malloc'd error/traceback. */
+char *cs_asgi_start_loop(int in_efd, int out_efd, int late_fd, const char *loop_kind);
 
 /* Call runner.<method>(timeout) — "startup" or "shutdown" of ASGI lifespan —
  * blocking the calling thread until it completes (the GIL is released while

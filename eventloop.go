@@ -2,13 +2,18 @@ package caddysnake
 
 // #include <stdlib.h>
 // #include "caddysnake.h"
+// #cgo noescape cs_asgi_push
+// #cgo nocallback cs_asgi_push
+// #cgo nocallback cs_asgi_take_msgs
+// #cgo nocallback cs_asgi_free_msgs
+// #cgo nocallback cs_asgi_late
 import "C"
 
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
-	"time"
 	"unsafe"
 
 	"go.uber.org/zap"
@@ -16,47 +21,29 @@ import (
 )
 
 // eventLoop is Go's side of the interpreter's single asyncio loop, which
-// runs on its own Python thread. Go never calls into Python to deliver an
-// event: it queues the event and, only if the queue was empty, writes the
-// eventfd the loop watches. The loop then takes the whole batch in one
-// crossing (cs_go_asgi_take). So a burst of N events costs one wake-up and one
-// crossing, not N thread-safe calls, and an idle loop costs nothing (no
-// polling).
+// runs on its own Python thread. The two meet only in C queues (see
+// caddysnake.h), so the loop thread never calls into Go while it serves
+// requests: a C thread that has called Go keeps one of Go's Ps while it runs
+// Python or sleeps, Go's sysmon must keep polling to take it back, and each
+// later call waits for a P again (measured: ~2 µs of sysmon per request).
 //
-// The other direction is batched too: the app's messages (cs_go_asgi_*
-// callbacks) are validated and copied at once, so send() can raise, but wait
-// in the outbox until the driver calls cs_go_asgi_flush, scheduled for the
-// loop's next iteration by the first message after a flush. Waking a
-// request goroutine costs the loop thread a futex wake-up and a context
-// switch; flushing a whole iteration's messages together wakes each
-// goroutine once (start and body arrive together) and lets the scheduler
-// wake one thread for the lot. An app that blocks the loop right after
-// send() (time.sleep in an async background task, say) would hold the
-// batch until it yields: the first message also arms a timer that flushes
-// from Go after lateFlush, so what send() was given still leaves at once,
-// as the ASGI spec asks (and as under uvicorn).
+// In: push queues an event in C, which writes the eventfd the loop watches
+// only if the loop may be asleep; the loop takes the whole batch at once.
+//
+// Out: the app's messages are checked and copied in C as send() runs, held
+// until the driver's flush at the end of the loop iteration, then handed
+// over as one list: C writes an eventfd that Go's netpoller watches, and
+// deliver (one goroutine) decodes each message and sends it to its request
+// goroutine. Waking the request goroutines once per iteration, not per
+// message, lets start and body arrive together. An app that blocks the loop
+// right after send() (time.sleep in an async background task, say) would
+// hold the batch until it yields: the first message of a batch arms a
+// timerfd, and after CS_LATE_FLUSH_NS (1 ms) Go flushes it instead, so what
+// send() was given still leaves at once, as the ASGI spec asks (and as
+// under uvicorn).
 type eventLoop struct {
-	efd      int
-	mu       sync.Mutex
-	pending  []C.cs_event // C pointers only, so C may read them
-	signaled bool         // a wake-up is in flight and not yet consumed
-
-	outMu     sync.Mutex  // uncontended: the loop thread posts and flushes (and lateFlush's timer)
-	out       []outMsg    // messages posted since the last flush, in order
-	spare     []outMsg    // the previous flush's slice, reused
-	late      *time.Timer // flushes the outbox if the loop has not within lateAfter
-	lateAfter time.Duration
-}
-
-// lateFlush bounds how long a posted message waits for the loop's flush: far
-// above a loop iteration's usual length (tens of µs), far below what a
-// client would notice.
-const lateFlush = time.Millisecond
-
-// outMsg is one app message on its way to its request goroutine.
-type outMsg struct {
-	rq *asgiRequest
-	c  asgiCmd
+	out  *os.File // eventfd: messages were flushed
+	late *os.File // timerfd: a batch may have waited too long
 }
 
 var (
@@ -70,18 +57,8 @@ var (
 // is process-wide: the first app that needs the loop chooses it.
 func startEventLoop(kind string) (*eventLoop, error) {
 	loopOnce.Do(func() {
-		efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-		if err != nil {
-			loopErr = fmt.Errorf("python: eventfd: %w", err)
-			return
-		}
-		l := newEventLoop(efd, lateFlush)
-		theLoop, loopKind = l, kind // visible to cs_go_asgi_take before the loop runs
-		ckind := C.CString(kind)
-		defer C.free(unsafe.Pointer(ckind))
-		if msg := C.cs_asgi_start_loop(C.int(efd), ckind); msg != nil {
-			loopErr = errors.New("python: cannot start the ASGI event loop:\n" + takeCString(msg))
-		}
+		theLoop, loopErr = newEventLoop(kind)
+		loopKind = kind
 	})
 	if loopErr == nil && kind != loopKind && kind != "auto" {
 		pyLogger.Warn("the ASGI event loop is process-wide and already runs as chosen by another app",
@@ -90,102 +67,69 @@ func startEventLoop(kind string) (*eventLoop, error) {
 	return theLoop, loopErr
 }
 
-func newEventLoop(efd int, lateAfter time.Duration) *eventLoop {
-	l := &eventLoop{efd: efd, pending: make([]C.cs_event, 0, 256), lateAfter: lateAfter}
-	l.late = time.AfterFunc(time.Hour, l.flush)
-	l.late.Stop()
-	return l
+func newEventLoop(kind string) (*eventLoop, error) {
+	// Non-blocking, so os.NewFile makes out and late pollable: the
+	// goroutines reading them park in Go's netpoller, holding no thread.
+	in, err1 := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	out, err2 := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	late, err3 := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, fmt.Errorf("python: ASGI loop fds: %w", err)
+	}
+	l := &eventLoop{out: os.NewFile(uintptr(out), "asgi-out"), late: os.NewFile(uintptr(late), "asgi-late")}
+	go l.deliverLoop()
+	go l.lateLoop()
+	ckind := C.CString(kind)
+	defer C.free(unsafe.Pointer(ckind))
+	if msg := C.cs_asgi_start_loop(C.int(in), C.int(out), C.int(late), ckind); msg != nil {
+		return nil, errors.New("python: cannot start the ASGI event loop:\n" + takeCString(msg))
+	}
+	return l, nil
 }
 
-var eventfdOne = [8]byte{1} // little-endian uint64 1: one eventfd increment
-
-// push queues an event for the loop, waking it if it may be asleep.
+// push queues an event for the loop; ev.data (C memory) goes with it.
 func (l *eventLoop) push(ev C.cs_event) {
-	l.mu.Lock()
-	l.pending = append(l.pending, ev)
-	wake := !l.signaled
-	l.signaled = true
-	l.mu.Unlock()
-	if wake {
-		// EAGAIN only if the counter is saturated: the loop is awake anyway.
-		_, _ = unix.Write(l.efd, eventfdOne[:])
-	}
+	C.cs_asgi_push(ev)
 }
 
 func (l *eventLoop) pushSimple(h uintptr, kind int) {
 	l.push(C.cs_event{handle: C.uintptr_t(h), kind: C.int(kind)})
 }
 
-// post's results, as the C wrappers read them (caddysnake.h).
-const (
-	postQueued = C.CS_OK
-	postFirst  = C.CS_OK_FLUSH      // the outbox was empty: the driver schedules a flush
-	postFull   = C.CS_ERR_BAD_STATE // rq's channel could overflow
-)
-
-// post queues an app message for rq until the next flush. It fails only if
-// rq's command channel could overflow, which the driver's ordering rules out.
-func (l *eventLoop) post(rq *asgiRequest, c asgiCmd) C.long {
-	l.outMu.Lock()
-	defer l.outMu.Unlock()
-	// len(rq.cmds) only shrinks meanwhile (the goroutine consumes), so the
-	// check stays true until the flush sends.
-	if len(rq.cmds)+rq.posted >= cap(rq.cmds) {
-		return postFull
-	}
-	rq.posted++
-	l.out = append(l.out, outMsg{rq, c})
-	if len(l.out) == 1 {
-		l.late.Reset(l.lateAfter)
-		return postFirst
-	}
-	return postQueued
-}
-
-// flush hands every posted message to its request goroutine, in order. A
-// request that ended meanwhile still has its buffered channel: the send
-// succeeds and the message is dropped with it.
-func (l *eventLoop) flush() {
-	l.outMu.Lock()
-	defer l.outMu.Unlock()
-	l.late.Stop()
-	for i := range l.out {
-		m := &l.out[i]
-		m.rq.posted--
-		select {
-		case m.rq.cmds <- m.c:
-		default: // unreachable: post reserved the room
+// deliverLoop hands every flushed batch of messages to its requests.
+func (l *eventLoop) deliverLoop() {
+	var b [8]byte
+	for {
+		// Reset the eventfd before taking, so no flush is missed.
+		if _, err := l.out.Read(b[:]); err != nil {
+			pyLogger.Error("ASGI: the message eventfd failed; responses stop", zap.Error(err))
+			return
 		}
+		l.deliver(C.cs_asgi_take_msgs())
 	}
-	clear(l.out) // drop the references to finished requests
-	l.out, l.spare = l.spare[:0], l.out
 }
 
-// cs_go_asgi_flush is the driver's asgi_flush (see flush).
-//
-//export cs_go_asgi_flush
-func cs_go_asgi_flush() {
-	theLoop.flush()
+// lateLoop flushes batches the loop has held too long.
+func (l *eventLoop) lateLoop() {
+	var b [8]byte
+	for {
+		if _, err := l.late.Read(b[:]); err != nil {
+			pyLogger.Error("ASGI: the late-flush timer failed", zap.Error(err))
+			return
+		}
+		C.cs_asgi_late()
+	}
 }
 
-// cs_go_asgi_take moves up to max queued events into out (C memory owned by
-// the caller). Once the queue is empty the next push signals again; the loop
-// drains the eventfd before taking, so no wake-up is lost.
-//
-//export cs_go_asgi_take
-func cs_go_asgi_take(out *C.cs_event, max C.size_t) C.size_t {
-	l := theLoop
-	if l == nil || max == 0 {
-		return 0
+// deliver sends each message to its request goroutine, in order, and frees
+// the list. A message for a request that is over is dropped.
+func (l *eventLoop) deliver(head *C.cs_msg) {
+	for m := head; m != nil; m = m.next {
+		rq := requests.get(uintptr(m.handle))
+		if rq == nil {
+			continue
+		}
+		rq.cmds.put(decodeMsg(m))
 	}
-	l.mu.Lock()
-	n := copy(unsafe.Slice(out, int(max)), l.pending)
-	rest := copy(l.pending, l.pending[n:])
-	clear(l.pending[rest:]) // drop stale C pointers
-	l.pending = l.pending[:rest]
-	if rest == 0 {
-		l.signaled = false
-	}
-	l.mu.Unlock()
-	return C.size_t(n)
+	C.cs_asgi_free_msgs(head)
 }

@@ -86,27 +86,31 @@ func (rq *asgiRequest) runWS(o wsOptions) error {
 	gone := rq.r.Context().Done()
 	for {
 		select {
-		case c := <-rq.cmds:
-			switch c.kind {
-			case cmdWSAccept:
-				return rq.acceptWS(c, o)
-			case cmdWSClose:
-				http.Error(rq.w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
-				rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
-				return nil
-			case cmdDone:
-				if !rq.sent {
-					// Raised, or returned without accepting, closing or
-					// answering: a server error (the driver logged which), as
-					// under uvicorn. Only websocket.close refuses with 403.
-					http.Error(rq.w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
-					return nil
-				}
-				rq.handle_(c) // mid denial response: aborts
-			default: // websocket.http.response.start / .body
-				if rq.handle_(c) {
+		case <-rq.cmds.ready:
+			batch := rq.cmds.take()
+			for i, c := range batch {
+				switch c.kind {
+				case cmdWSAccept:
+					rq.cmds.putBack(batch[i+1:]) // for serveWS
+					return rq.acceptWS(c, o)
+				case cmdWSClose:
+					http.Error(rq.w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
 					rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
 					return nil
+				case cmdDone:
+					if !rq.sent {
+						// Raised, or returned without accepting, closing or
+						// answering: a server error (the driver logged which), as
+						// under uvicorn. Only websocket.close refuses with 403.
+						http.Error(rq.w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+						return nil
+					}
+					rq.handle_(c) // mid denial response: aborts
+				default: // websocket.http.response.start / .body
+					if rq.handle_(c) {
+						rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
+						return nil
+					}
 				}
 			}
 		case <-gone:
@@ -172,32 +176,34 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 	}
 	for {
 		select {
-		case c := <-rq.cmds:
-			switch c.kind {
-			case cmdWantBody: // the app received a message: one more may be read
-				select {
-				case credits <- struct{}{}:
-				default:
+		case <-rq.cmds.ready:
+			for _, c := range rq.cmds.take() {
+				switch c.kind {
+				case cmdWantBody: // the app received a message: one more may be read
+					select {
+					case credits <- struct{}{}:
+					default:
+					}
+				case cmdWSSend:
+					typ := websocket.MessageBinary
+					if c.more {
+						typ = websocket.MessageText
+					}
+					if err := conn.Write(ctx, typ, c.body); err != nil {
+						rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
+						cancel()
+						<-readerDone
+						return nil
+					}
+					rq.loop.pushSimple(rq.handle, C.CS_EV_SEND_DONE)
+				case cmdWSClose:
+					return closeWith(websocket.StatusCode(c.status), c.path)
+				case cmdDone:
+					if c.more {
+						return closeWith(websocket.StatusInternalError, "")
+					}
+					return closeWith(websocket.StatusNormalClosure, "")
 				}
-			case cmdWSSend:
-				typ := websocket.MessageBinary
-				if c.more {
-					typ = websocket.MessageText
-				}
-				if err := conn.Write(ctx, typ, c.body); err != nil {
-					rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
-					cancel()
-					<-readerDone
-					return nil
-				}
-				rq.loop.pushSimple(uintptr(rq.handle), C.CS_EV_SEND_DONE)
-			case cmdWSClose:
-				return closeWith(websocket.StatusCode(c.status), c.path)
-			case cmdDone:
-				if c.more {
-					return closeWith(websocket.StatusInternalError, "")
-				}
-				return closeWith(websocket.StatusNormalClosure, "")
 			}
 		case <-readerDone: // the client closed, dropped, or broke the protocol
 			return nil

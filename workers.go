@@ -60,6 +60,7 @@ const (
 )
 
 func newPool(app *pyApp, threads int, logger *zap.Logger) *pool {
+	reserveInterpreterP()
 	p := &pool{
 		app:     app,
 		reqs:    make(chan *request),

@@ -1,15 +1,16 @@
 """ASGI 3.0 driver (HTTP and lifespan).
 
 One asyncio loop (uvloop when available) runs on its own thread for the whole
-interpreter. Go queues events and writes an eventfd only when its queue was
-empty; ``_drain`` then takes every queued event in one call
+interpreter, and it never calls into Go: the two sides meet in C queues.
+Go queues events and writes an eventfd only when the loop may be asleep;
+``_drain`` then takes every queued event in one call
 (``_caddysnake.asgi_take``) and dispatches them: a new request starts a task,
 body chunks / send acknowledgements / disconnects resolve that request's
-futures. Messages the app sends go to Go through ``_caddysnake.asgi_*``,
-which validate and copy synchronously and never block the loop; Go holds
-them until ``_caddysnake.asgi_flush``, which the first one schedules with
-``call_soon`` (C calls ``_flush_soon`` for it), so one loop iteration's
-messages wake Go once.
+futures. Messages the app sends go through ``_caddysnake.asgi_*``, which check
+and copy them synchronously (so ``send()`` raises on bad input) and never
+block the loop; they wait in C until ``_caddysnake.asgi_flush``, which the
+first one schedules with ``call_soon`` (C calls ``_flush_soon`` for it), so
+one loop iteration's messages reach Go with one eventfd write.
 
 Flow control: the body is read from the client only while the app waits in
 ``receive()``, one chunk at a time; a ``more_body`` send returns only after Go
@@ -417,6 +418,16 @@ class _WSConn(_Exchange):
             self._wake()
             self._sent(ClientDisconnected("WebSocket closed (%d)" % self.code))
 
+    def _check_subprotocol(self, headers):
+        """The subprotocol chosen (by 'subprotocol' or a header) must be one
+        the client offered."""
+        for pair in headers:
+            if (type(pair) is tuple or type(pair) is list) and len(pair) == 2:
+                name, value = pair
+                if isinstance(name, bytes) and name.lower() == b"sec-websocket-protocol" and isinstance(value, bytes):
+                    if value.decode("latin-1").strip() not in self.scope["subprotocols"]:
+                        raise ValueError("websocket.accept: the subprotocol was not offered by the client")
+
     async def receive(self):
         if not self.connected:
             self.connected = True
@@ -456,6 +467,7 @@ class _WSConn(_Exchange):
                 if not isinstance(sub, str):
                     raise TypeError("websocket.accept 'subprotocol' must be str")
                 headers.append((b"sec-websocket-protocol", sub.encode("latin-1")))
+            self._check_subprotocol(headers)
             _caddysnake.asgi_headers(self.handle, H_WS_ACCEPT, 101, headers, 0)
             self.accepted = True
         elif kind == "websocket.close":

@@ -6,7 +6,7 @@ import re
 import httpx
 import pytest
 
-from conftest import RAW_APP_DIR, python_block
+from conftest import ASGI_RAW_DIR, RAW_APP_DIR, asgi_block, python_block
 
 
 def _caddy_gomaxprocs(server):
@@ -20,8 +20,23 @@ def _caddy_gomaxprocs(server):
 def test_gomaxprocs_raised_by_one_for_the_python_thread(raw_server):
     assert httpx.get(raw_server.url("/"), timeout=10).status_code == 200
     raw_server.wait_for_log("GOMAXPROCS raised by one")
-    raised = re.findall(r'GOMAXPROCS raised by one for the Python thread\s+\{"gomaxprocs": (\d+)\}', raw_server.log())
+    raised = re.findall(r'GOMAXPROCS raised by one for the WSGI interpreter thread\s+\{"gomaxprocs": (\d+)\}',
+                        raw_server.log())
     assert raised == [str(_caddy_gomaxprocs(raw_server) + 1)]
+
+
+@pytest.mark.skipif("GOMAXPROCS" in os.environ, reason="GOMAXPROCS is set for the test run itself")
+def test_gomaxprocs_left_alone_for_asgi_only(start_caddy):
+    """The ASGI loop thread never enters Go while serving: it needs no P of
+    its own, and an extra one would only let Go's threads crowd it."""
+    sites = "http://:@PORT@ {\n" + asgi_block("asgiapp:app", ASGI_RAW_DIR, venv=False) + "\n}\n"
+    srv = start_caddy("runtime-asgi-only", sites=sites)
+    try:
+        assert httpx.get(srv.url("/"), timeout=10).status_code == 200
+        srv.wait_for_log("embedded Python started")
+        assert "GOMAXPROCS raised" not in srv.log()
+    finally:
+        srv.stop()
 
 
 def _log_with_env(start_caddy, env):

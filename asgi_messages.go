@@ -1,0 +1,41 @@
+package caddysnake
+
+// Decoding of the app's messages, which the C side has already checked
+// (header syntax, Content-Length, status range, close codes) and copied out
+// of Python, so nothing here can fail.
+
+// #include "caddysnake.h"
+import "C"
+
+import (
+	"net/http"
+	"unsafe"
+)
+
+// decodeMsg copies one C message into Go memory. It runs on the delivering
+// goroutine, so building the header map costs the loop thread nothing.
+func decodeMsg(m *C.cs_msg) asgiCmd {
+	c := asgiCmd{kind: int(m.kind), status: int(m.status), more: m.flags != 0}
+	data := unsafe.Slice((*byte)(unsafe.Pointer(m.data)), int(m.len))
+	switch c.kind {
+	case cmdStart, cmdEarlyHint, cmdTrailers, cmdWSAccept:
+		kv := unsafe.Slice(m.hdr, int(m.nhdr)*2)
+		c.header = make(http.Header, int(m.nhdr))
+		addAppHeaders(c.header, kv)
+		if c.kind == cmdWSAccept {
+			// Offered by the client: the driver checked it against the scope.
+			if sub := c.header.Get("Sec-Websocket-Protocol"); sub != "" {
+				c.path = sub
+				delete(c.header, "Sec-Websocket-Protocol")
+			}
+		}
+	case cmdBody:
+		c.body = getChunk(len(data)) // back to the pool once written
+		copy(c.body, data)
+	case cmdWSSend:
+		c.body = append([]byte(nil), data...)
+	case cmdPathsend, cmdWSClose:
+		c.path = string(data)
+	}
+	return c
+}
