@@ -115,10 +115,6 @@ static PyObject *raise_code(long code) {
     case CS_ERR_BAD_STATUS:
         PyErr_SetString(PyExc_ValueError, "invalid response status code");
         break;
-    case CS_ERR_BAD_SUBPROTOCOL:
-        PyErr_SetString(PyExc_ValueError,
-                        "websocket.accept: the subprotocol was not offered by the client");
-        break;
     case CS_ERR_BAD_CLOSE:
         PyErr_SetString(PyExc_ValueError,
                         "websocket.close: code must be 1000, 1001-1003, 1007-1014 or 3000-4999, "
@@ -166,6 +162,65 @@ static PyObject *due_or_raise(long rc) {
         Py_RETURN_NONE;
     }
     return none_or_raise(rc);
+}
+
+/* ---- response header checks (the same rules as Go's httpguts) ---- */
+
+static int is_tchar(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Whether p[0:n] is a valid Content-Length, stored in *out. */
+static int parse_length(const char *p, size_t n, long long *out) {
+    size_t i = (n > 0 && p[0] == '+') ? 1 : 0;
+    if (i == n || n - i > 18) { /* 18 digits cannot overflow */
+        return 0;
+    }
+    long long v = 0;
+    for (; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return 0;
+        }
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* The declared Content-Length of a response (-1 without one), or
+ * CS_ERR_BAD_HEADER if a name is not a token, a value holds a control
+ * character other than HTAB (Go's httpguts rules), or Content-Length values
+ * are not one number (RFC 9110 8.6: Go would send the first and the body
+ * would be counted against another). Checked before any header reaches a
+ * ResponseWriter, so a bad one becomes a clean 500. WSGI and ASGI alike. */
+static long long check_headers(const cs_str *kv, size_t n) {
+    long long length = -1;
+    for (size_t i = 0; i < n; i++) {
+        const cs_str *name = &kv[2 * i], *val = &kv[2 * i + 1];
+        if (name->n == 0) {
+            return CS_ERR_BAD_HEADER;
+        }
+        for (size_t j = 0; j < name->n; j++) {
+            if (!is_tchar((unsigned char)name->p[j])) {
+                return CS_ERR_BAD_HEADER;
+            }
+        }
+        for (size_t j = 0; j < val->n; j++) {
+            unsigned char c = (unsigned char)val->p[j];
+            if ((c < ' ' && c != '\t') || c == 0x7f) {
+                return CS_ERR_BAD_HEADER;
+            }
+        }
+        if (name->n == 14 && strncasecmp(name->p, "content-length", 14) == 0) {
+            long long v;
+            if (!parse_length(val->p, val->n, &v) || (length >= 0 && v != length)) {
+                return CS_ERR_BAD_HEADER;
+            }
+            length = v;
+        }
+    }
+    return length;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -308,6 +363,7 @@ static PyObject *request_send(RequestObject *self, PyObject *const *args,
             }
         }
     }
+    long long clen = check_headers(hdrs, (size_t)nh); /* Go reports a bad one in order */
     Py_buffer body;
     if (PyObject_GetBuffer(args[2], &body, PyBUF_C_CONTIGUOUS) < 0) {
         PyErr_Format(PyExc_TypeError, "response body must be bytes, not %.100s",
@@ -320,7 +376,7 @@ static PyObject *request_send(RequestObject *self, PyObject *const *args,
     }
     long rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = cs_go_send(self->h, status, hdrs, (size_t)nh, (char *)body.buf,
+    rc = cs_go_send(self->h, status, hdrs, (size_t)nh, clen, (char *)body.buf,
                     (size_t)body.len, flush);
     Py_END_ALLOW_THREADS
     self->busy = 0;
@@ -602,61 +658,6 @@ void cs_asgi_free_msgs(cs_msg *m) {
     }
 }
 
-/* ---- response header checks (the same rules as Go's httpguts) ---- */
-
-static int is_tchar(unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-/* Whether p[0:n] is a valid Content-Length, stored in *out. */
-static int parse_length(const char *p, size_t n, long long *out) {
-    size_t i = (n > 0 && p[0] == '+') ? 1 : 0;
-    if (i == n || n - i > 18) { /* 18 digits cannot overflow */
-        return 0;
-    }
-    long long v = 0;
-    for (; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') {
-            return 0;
-        }
-        v = v * 10 + (p[i] - '0');
-    }
-    *out = v;
-    return 1;
-}
-
-/* CS_OK, or CS_ERR_BAD_HEADER if a name is not a token, a value holds a
- * control character other than HTAB, or Content-Length values are not one
- * number (RFC 9110 8.6). */
-static long check_headers(const cs_str *kv, size_t n) {
-    long long length = -1;
-    for (size_t i = 0; i < n; i++) {
-        const cs_str *name = &kv[2 * i], *val = &kv[2 * i + 1];
-        if (name->n == 0) {
-            return CS_ERR_BAD_HEADER;
-        }
-        for (size_t j = 0; j < name->n; j++) {
-            if (!is_tchar((unsigned char)name->p[j])) {
-                return CS_ERR_BAD_HEADER;
-            }
-        }
-        for (size_t j = 0; j < val->n; j++) {
-            unsigned char c = (unsigned char)val->p[j];
-            if ((c < ' ' && c != '\t') || c == 0x7f) {
-                return CS_ERR_BAD_HEADER;
-            }
-        }
-        if (name->n == 14 && strncasecmp(name->p, "content-length", 14) == 0) {
-            long long v;
-            if (!parse_length(val->p, val->n, &v) || (length >= 0 && v != length)) {
-                return CS_ERR_BAD_HEADER;
-            }
-            length = v;
-        }
-    }
-    return CS_OK;
-}
 
 /* ---- ASGI: functions of `_caddysnake` used by caddysnake_py.asgi ---------
  * All run on the event loop thread with the GIL held and never call Go: each
@@ -743,7 +744,7 @@ static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
     cs_str stack[CS_STACK_HEADERS * 2], *hdrs;
     PyObject *keep = NULL;
     Py_ssize_t n = asgi_headers(headers, &hdrs, stack, &keep);
-    long rc = n < 0 ? CS_OK : check_headers(hdrs, (size_t)n);
+    long rc = (n < 0 || check_headers(hdrs, (size_t)n) >= -1) ? CS_OK : CS_ERR_BAD_HEADER;
     cs_msg *m = (n < 0 || rc != CS_OK) ? NULL : headers_msg((uintptr_t)handle, kinds[kind], hdrs, (size_t)n);
     if (hdrs != stack) {
         PyMem_Free(hdrs);

@@ -14,7 +14,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"unsafe"
@@ -74,29 +73,6 @@ var hopByHop = map[string]bool{
 	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
 }
 
-// checkAppHeaders validates the app's (name, value) pairs before any of them
-// reaches a ResponseWriter, so that a bad one becomes a clean 500, and
-// returns the declared Content-Length (-1 without one). Repeated
-// Content-Length values must agree (RFC 9110 §8.6): Go would send the first
-// and we would count the body against another.
-func checkAppHeaders(kv []C.cs_str) (int64, C.long) {
-	length := int64(-1)
-	for i := 0; i < len(kv); i += 2 {
-		name, val := cstr(kv[i]), cstr(kv[i+1])
-		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(val) {
-			return -1, C.CS_ERR_BAD_HEADER
-		}
-		if strings.EqualFold(name, "Content-Length") {
-			n, err := strconv.ParseInt(val, 10, 64)
-			if err != nil || n < 0 || (length >= 0 && n != length) {
-				return -1, C.CS_ERR_BAD_HEADER
-			}
-			length = n
-		}
-	}
-	return length, C.CS_OK
-}
-
 // addAppHeaders copies checked (name, value) pairs into h, which may already
 // hold Caddy's own headers. As behind reverse_proxy, the app's Server
 // replaces Caddy's and hop-by-hop headers are dropped, except that
@@ -133,7 +109,7 @@ func noSniff(h http.Header) {
 }
 
 //export cs_go_send
-func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t,
+func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C.longlong,
 	body *C.char, blen C.size_t, flush C.int) (rc C.long) {
 	defer recoverTo(&rc)
 	rq := current(h)
@@ -141,7 +117,7 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t,
 		return C.CS_ERR_BAD_STATE
 	}
 	if status != 0 {
-		if code := rq.start(int(status), unsafe.Slice(hdrs, int(nh)*2)); code != C.CS_OK {
+		if code := rq.start(int(status), unsafe.Slice(hdrs, int(nh)*2), int64(clen)); code != C.CS_OK {
 			return code
 		}
 	} else if rq.status == 0 {
@@ -170,22 +146,23 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t,
 	return C.CS_OK
 }
 
-// start validates the status and headers and sends them; nothing reaches the
-// client unless all of them are valid, so a bad header becomes a clean 500.
-func (rq *request) start(status int, kv []C.cs_str) C.long {
+// start validates the status and sends it with the headers, which C has
+// checked: clen is their Content-Length (-1 if none) or CS_ERR_BAD_HEADER.
+// Nothing reaches the client unless all of them are valid, so a bad header
+// becomes a clean 500.
+func (rq *request) start(status int, kv []C.cs_str, clen int64) C.long {
 	if rq.status != 0 {
 		return C.CS_ERR_BAD_STATE
 	}
 	if status < 200 || status > 999 {
 		return C.CS_ERR_BAD_STATUS
 	}
-	// Check everything before touching the ResponseWriter: a 500 sent
-	// instead must not carry some of the rejected headers.
-	length, rc := checkAppHeaders(kv)
-	if rc != C.CS_OK {
-		return rc
+	// Before touching the ResponseWriter: a 500 sent instead must not
+	// carry some of the rejected headers.
+	if clen == C.CS_ERR_BAD_HEADER {
+		return C.CS_ERR_BAD_HEADER
 	}
-	rq.body.length = length
+	rq.body.length = clen
 	header := rq.w.Header()
 	addAppHeaders(header, kv)
 	noSniff(header)

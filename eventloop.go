@@ -77,8 +77,8 @@ func newEventLoop(kind string) (*eventLoop, error) {
 		return nil, fmt.Errorf("python: ASGI loop fds: %w", err)
 	}
 	l := &eventLoop{out: os.NewFile(uintptr(out), "asgi-out"), late: os.NewFile(uintptr(late), "asgi-late")}
-	go l.deliverLoop()
-	go l.lateLoop()
+	go onReadable(l.out, func() { l.deliver(C.cs_asgi_take_msgs()) })
+	go onReadable(l.late, func() { C.cs_asgi_late() }) // flush a batch held too long
 	ckind := C.CString(kind)
 	defer C.free(unsafe.Pointer(ckind))
 	if msg := C.cs_asgi_start_loop(C.int(in), C.int(out), C.int(late), ckind); msg != nil {
@@ -96,28 +96,17 @@ func (l *eventLoop) pushSimple(h uintptr, kind int) {
 	l.push(C.cs_event{handle: C.uintptr_t(h), kind: C.int(kind)})
 }
 
-// deliverLoop hands every flushed batch of messages to its requests.
-func (l *eventLoop) deliverLoop() {
+// onReadable calls fn each time the pollable fd f becomes readable, after
+// reading it (which resets an eventfd or a timerfd, so no wake-up between
+// the read and fn is lost). It parks in Go's netpoller, holding no thread.
+func onReadable(f *os.File, fn func()) {
 	var b [8]byte
 	for {
-		// Reset the eventfd before taking, so no flush is missed.
-		if _, err := l.out.Read(b[:]); err != nil {
-			pyLogger.Error("ASGI: the message eventfd failed; responses stop", zap.Error(err))
+		if _, err := f.Read(b[:]); err != nil {
+			pyLogger.Error("ASGI: the loop's "+f.Name()+" fd failed; responses stop", zap.Error(err))
 			return
 		}
-		l.deliver(C.cs_asgi_take_msgs())
-	}
-}
-
-// lateLoop flushes batches the loop has held too long.
-func (l *eventLoop) lateLoop() {
-	var b [8]byte
-	for {
-		if _, err := l.late.Read(b[:]); err != nil {
-			pyLogger.Error("ASGI: the late-flush timer failed", zap.Error(err))
-			return
-		}
-		C.cs_asgi_late()
+		fn()
 	}
 }
 

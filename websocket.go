@@ -68,18 +68,6 @@ func headerHasToken(h http.Header, key, token string) bool {
 	return false
 }
 
-// offeredSubprotocol reports whether the client offered proto.
-func offeredSubprotocol(r *http.Request, proto string) bool {
-	for _, v := range r.Header["Sec-Websocket-Protocol"] {
-		for _, t := range strings.Split(v, ",") {
-			if strings.TrimSpace(t) == proto {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // runWS serves a WebSocket request: until the app accepts, it may close
 // (→ 403) or send an HTTP response instead (websocket.http.response).
 func (rq *asgiRequest) runWS(o wsOptions) error {
