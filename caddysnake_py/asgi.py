@@ -21,6 +21,7 @@ import asyncio
 import collections
 import concurrent.futures
 import os
+import sys
 import threading
 import traceback
 
@@ -88,7 +89,7 @@ def _drain(efd):
     for kind, handle, runner, flags, data in _caddysnake.asgi_take():
         if kind == EV_NEW:
             conn = _conns[handle] = (_WSConn if flags & NEW_WEBSOCKET else _Conn)(handle, flags)
-            _loop.create_task(conn.run(runner, data))
+            _start_task(conn.run(runner, data))
         else:
             conn = _conns.get(handle)
             if conn is not None:
@@ -97,6 +98,21 @@ def _drain(efd):
     # them, in the same iteration: no extra loop round for their replies.
     _flush_soon()
 
+
+def _start_task(coro):
+    """Run a request's task. On Python 3.12+ it starts eagerly: its first
+    step runs here, at once, and an app that answers without waiting (most
+    do: receive() has the body ready) completes without ever being scheduled
+    (measured: ~1 µs less per request, a fifth of the driver's Python).
+    The task is current during that step, as in any task, so anyio and
+    asyncio.current_task() work. An app's own task factory is respected."""
+    if _EAGER and _loop.get_task_factory() is None:
+        asyncio.Task(coro, loop=_loop, eager_start=True)
+    else:
+        _loop.create_task(coro)
+
+
+_EAGER = sys.version_info >= (3, 12)  # Task(eager_start=...) is new in 3.12
 
 _flush_scheduled = False
 

@@ -127,3 +127,16 @@ def test_loop_setting(start_caddy, loop):
         srv.wait_for_log("ASGI event loop running")
     finally:
         assert srv.stop() == 0
+
+
+def test_app_runs_as_current_task_with_its_own_context(asgi_server):
+    """From its first line the app runs inside its own asyncio task (anyio's
+    cancel scopes need asyncio.current_task()), and ContextVars set by one
+    request never show in the next one on the same connection or another,
+    however the driver starts the task (eagerly on Python 3.12+)."""
+    with httpx.Client(timeout=10) as c:
+        for i in range(20):
+            info = c.get(asgi_server.url(f"/task_context?id=r{i}")).json()
+            assert info == {"task": True, "seen": None, "task_done": False}, (i, info)
+    info = httpx.get(asgi_server.url("/task_context?id=other"), timeout=10).json()
+    assert info == {"task": True, "seen": None, "task_done": False}, info

@@ -16,6 +16,7 @@ keep a task alive for ever.
 """
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import sys
@@ -291,6 +292,20 @@ async def loop_info(scope, receive, send):
                               "uvloop_imported": "uvloop" in sys.modules})
 
 
+REQUEST_VAR = contextvars.ContextVar("request_var", default=None)
+
+
+async def task_context(scope, receive, send):
+    """Whether the app runs as the current task (anyio needs it from the
+    first line), and what a ContextVar held before this request set it (a
+    request must never see another request's value)."""
+    seen = REQUEST_VAR.get()
+    REQUEST_VAR.set(qs(scope).get("id", "?"))
+    task = asyncio.current_task()
+    await respond_json(send, {"task": task is not None, "seen": seen,
+                              "task_done": task.done() if task else None})
+
+
 async def state_mutate(scope, receive, send):
     """Mutate this request's state copy, report it before and after."""
     before = dict(scope["state"])
@@ -390,6 +405,7 @@ ROUTES = {
     "/bigstream": bigstream,
     "/status": status,
     "/loop": loop_info,
+    "/task_context": task_context,
     "/state/mutate": state_mutate,
     "/headers": headers_view,
     "/response-headers": response_headers,
