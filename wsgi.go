@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -204,13 +205,38 @@ func serverNamePort(r *http.Request, scheme string) (string, string) {
 // localAddr is the host and port of the connection's local end, or "" when
 // the listener has none (a unix socket).
 func localAddr(r *http.Request) (string, string) {
-	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		if host, port, err := net.SplitHostPort(a.String()); err == nil {
-			return host, port
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return "", ""
+	}
+	t, isTCP := a.(*net.TCPAddr)
+	if isTCP {
+		// Every connection on a listener has the same local address, so the
+		// strings made for the last one are reused: formatting them cost
+		// two allocations and ~0.3 µs per request.
+		if c := lastLocalAddr.Load(); c != nil && c.port == t.Port && c.ip.Equal(t.IP) && c.zone == t.Zone {
+			return c.hostStr, c.portStr
 		}
 	}
-	return "", ""
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "", ""
+	}
+	if isTCP {
+		lastLocalAddr.Store(&localAddrStrings{ip: t.IP, port: t.Port, zone: t.Zone, hostStr: host, portStr: port})
+	}
+	return host, port
 }
+
+// localAddrStrings is a TCP address and its formatted host and port.
+type localAddrStrings struct {
+	ip               net.IP // never written to: a connection's address is fixed
+	port             int
+	zone             string
+	hostStr, portStr string
+}
+
+var lastLocalAddr atomic.Pointer[localAddrStrings]
 
 // remoteAddrPort reports the client: Caddy's client IP (which honours the
 // server's trusted_proxies) and the connection's port.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -229,5 +230,36 @@ func TestHeaderKey(t *testing.T) {
 		if got != want {
 			t.Errorf("headerKey(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestLocalAddr checks the reuse of the last formatted local address: each
+// address, in any order, still gets its own strings.
+func TestLocalAddr(t *testing.T) {
+	withLocal := func(a net.Addr) *http.Request {
+		r := httptest.NewRequest("GET", "/", nil)
+		return r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, a))
+	}
+	cases := []struct {
+		addr       net.Addr
+		host, port string
+	}{
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9080}, "127.0.0.1", "9080"},
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1).To4(), Port: 9080}, "127.0.0.1", "9080"},
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9081}, "127.0.0.1", "9081"},
+		{&net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 9081}, "10.0.0.2", "9081"},
+		{&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 443, Zone: "eth0"}, "fe80::1%eth0", "443"},
+		{&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 443}, "fe80::1", "443"},
+		{&net.UnixAddr{Name: "/run/caddy.sock", Net: "unix"}, "", ""},
+	}
+	for round := 0; round < 2; round++ { // the second round starts from a warm cache
+		for _, tc := range cases {
+			if h, p := localAddr(withLocal(tc.addr)); h != tc.host || p != tc.port {
+				t.Errorf("%v: got (%q, %q), want (%q, %q)", tc.addr, h, p, tc.host, tc.port)
+			}
+		}
+	}
+	if h, p := localAddr(httptest.NewRequest("GET", "/", nil)); h != "" || p != "" {
+		t.Errorf("no local address: got (%q, %q)", h, p)
 	}
 }
