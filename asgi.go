@@ -59,8 +59,11 @@ const (
 	cmdWSClose   = C.CS_MSG_WS_CLOSE  // status: code; path: reason
 )
 
-// asgiCmd is one message from the app. Everything in it is Go memory:
-// decodeMsg copies it out of the C message, which is freed at once.
+// asgiCmd is one message from the app. Everything in it is Go memory
+// (decodeMsg copies it out of the C message, which is freed at once), except
+// a large body chunk: then body is a view of the app's bytes object and ref
+// the reference that keeps it alive, which must go back to the loop once
+// the chunk is written or dropped (writeBody, dropQueued, deliver).
 type asgiCmd struct {
 	kind   int
 	status int
@@ -68,20 +71,31 @@ type asgiCmd struct {
 	body   []byte
 	more   bool // more_body / more_trailers, or "failed" for cmdDone
 	path   string
+	ref    pyRef
 }
+
+// pyRef is a reference to a Python object that Go holds and must hand back
+// to the loop (eventLoop.release); nil for none.
+type pyRef = C.cs_obj
 
 // cmdQueue holds one request's messages from the app, in order. It is
 // unbounded, so delivering never blocks or drops: the driver's flow control
 // (STREAM_WINDOW, WebSocket credits) is what bounds it in practice.
 type cmdQueue struct {
-	mu    sync.Mutex
-	q     []asgiCmd
-	spare []asgiCmd
-	ready chan struct{} // holds a token while q is not empty
+	mu     sync.Mutex
+	q      []asgiCmd
+	spare  []asgiCmd
+	ready  chan struct{} // holds a token while q is not empty
+	closed bool          // the request is over: put refuses
 }
 
-func (q *cmdQueue) put(c asgiCmd) {
+// put queues c; false if the request is over (the caller keeps c).
+func (q *cmdQueue) put(c asgiCmd) bool {
 	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return false
+	}
 	q.q = append(q.q, c)
 	first := len(q.q) == 1
 	q.mu.Unlock()
@@ -91,6 +105,7 @@ func (q *cmdQueue) put(c asgiCmd) {
 		default:
 		}
 	}
+	return true
 }
 
 // take returns every waiting message, oldest first; the slice is valid until
@@ -113,10 +128,23 @@ func (q *cmdQueue) putBack(rest []asgiCmd) {
 	q.mu.Lock()
 	q.q = append(append([]asgiCmd(nil), rest...), q.q...)
 	q.mu.Unlock()
+	clear(rest) // queued again: the batch no longer holds them
 	select {
 	case q.ready <- struct{}{}:
 	default:
 	}
+}
+
+// close ends the queue: it returns the messages still waiting and the last
+// batch taken, where handled messages have had their ref zeroed (handle_),
+// and later puts fail.
+func (q *cmdQueue) close() (waiting, batch []asgiCmd) {
+	q.mu.Lock()
+	q.closed = true
+	waiting = q.q
+	q.q = nil
+	q.mu.Unlock()
+	return waiting, q.spare
 }
 
 // requestTable maps the handles Python holds to live requests. A handle is
@@ -178,6 +206,7 @@ func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
 	defer requests.remove(rq.handle)
 	p.inflight.Add(1)
 	defer p.inflight.Done()
+	defer rq.dropQueued()
 
 	flags := 0
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
@@ -214,8 +243,9 @@ func (rq *asgiRequest) run() error {
 	for {
 		select {
 		case <-rq.cmds.ready:
-			for _, c := range rq.cmds.take() {
-				if rq.handle_(c) {
+			batch := rq.cmds.take()
+			for i := range batch {
+				if rq.handle_(&batch[i]) {
 					// Finished: the app completed the response (its
 					// receive() now returns http.disconnect without a word
 					// from Go), it ended, or the write failed (which
@@ -251,8 +281,21 @@ func (rq *asgiRequest) clientClosed() {
 	}
 }
 
+// dropQueued hands back the refs of the messages the request never handled
+// (it ended early: a disconnect, a failed write, the app's failure).
+func (rq *asgiRequest) dropQueued() {
+	waiting, batch := rq.cmds.close()
+	for _, cs := range [2][]asgiCmd{waiting, batch} {
+		for _, c := range cs {
+			rq.loop.release(c.ref)
+		}
+	}
+}
+
 // handle_ applies one message; it reports whether the response is finished.
-func (rq *asgiRequest) handle_(c asgiCmd) bool {
+// It takes over c's ref (zeroing it), so an unhandled rest of a batch is all
+// dropQueued has to release.
+func (rq *asgiRequest) handle_(c *asgiCmd) bool {
 	switch c.kind {
 	case cmdEarlyHint:
 		if !rq.started && rq.r.ProtoAtLeast(1, 1) {
@@ -266,8 +309,12 @@ func (rq *asgiRequest) handle_(c asgiCmd) bool {
 		// app that fails before sending any body still gets a clean 500.
 		rq.started, rq.trailers, rq.status, rq.header = true, c.more, c.status, c.header
 	case cmdBody:
-		done := rq.writeBody(c.body, c.more)
-		putChunk(c.body)
+		ref := c.ref
+		c.ref = nil
+		done := rq.writeBody(c.body, c.more, ref)
+		if ref == nil {
+			putChunk(c.body)
+		}
 		return done
 	case cmdTrailers:
 		rq.commit()
@@ -324,7 +371,16 @@ func (rq *asgiRequest) flush() error {
 
 // writeBody writes a chunk; a more_body chunk is flushed and acknowledged so
 // the app's send() returns only when the client has taken it (backpressure).
-func (rq *asgiRequest) writeBody(b []byte, more bool) bool {
+// ref (nil, or the reference keeping b alive) goes back to the loop with the
+// acknowledgement, or else alone; deferred, so a writer that panics does not
+// leak it.
+func (rq *asgiRequest) writeBody(b []byte, more bool, ref pyRef) bool {
+	back := C.int(C.CS_EV_RELEASE)
+	defer func() {
+		if ref != nil || back == C.CS_EV_SEND_DONE {
+			rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), app: ref, kind: back})
+		}
+	}()
 	rq.commit()
 	var err error
 	if len(b) > 0 && bodyAllowed(rq.status) { // 204/304 bodies are dropped
@@ -340,7 +396,7 @@ func (rq *asgiRequest) writeBody(b []byte, more bool) bool {
 		return true
 	}
 	if more {
-		rq.loop.pushSimple(rq.handle, C.CS_EV_SEND_DONE)
+		back = C.CS_EV_SEND_DONE
 	}
 	return !more && !rq.trailers
 }

@@ -2,7 +2,8 @@ package caddysnake
 
 // Decoding of the app's messages, which the C side has already checked
 // (header syntax, Content-Length, status range, close codes) and copied out
-// of Python, so nothing here can fail.
+// of Python (but for large body chunks, see cs_msg), so nothing here can
+// fail.
 
 // #include "caddysnake.h"
 import "C"
@@ -30,6 +31,13 @@ func decodeMsg(m *C.cs_msg) asgiCmd {
 			}
 		}
 	case cmdBody:
+		if m.ref != nil {
+			// Zero copy: a view of the app's bytes object, kept alive by
+			// the reference c takes over (cs_asgi_free_msgs skips it now).
+			c.body, c.ref = data, m.ref
+			m.ref = nil
+			break
+		}
 		c.body = getChunk(len(data)) // back to the pool once written
 		copy(c.body, data)
 	case cmdWSSend:

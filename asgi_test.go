@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"reflect"
 	"testing"
+	"unsafe"
 )
 
 // scopeFields splits appendScope's packing as caddysnake.c's scope_fields does.
@@ -110,6 +111,42 @@ func TestCmdQueue(t *testing.T) {
 	<-q.ready
 	if got := kinds(q.take()); !reflect.DeepEqual(got, []int{cmdWSSend, cmdWSClose}) {
 		t.Fatalf("after putBack %v", got)
+	}
+}
+
+// A request that ends gets back every message it never handled (so their
+// body references can be handed back), each once, and later puts fail.
+func TestCmdQueueClose(t *testing.T) {
+	var x, y, z byte
+	q := cmdQueue{ready: make(chan struct{}, 1)}
+	q.put(asgiCmd{kind: cmdStart})
+	q.put(asgiCmd{kind: cmdBody, ref: pyRef(unsafe.Pointer(&x))})
+	q.put(asgiCmd{kind: cmdBody, ref: pyRef(unsafe.Pointer(&y))})
+	batch := q.take()
+	batch[1].ref = nil // handled: handle_ took the reference over
+	q.put(asgiCmd{kind: cmdBody, ref: pyRef(unsafe.Pointer(&z))})
+	var left []unsafe.Pointer
+	waiting, last := q.close()
+	for _, c := range append(waiting, last...) {
+		if c.ref != nil {
+			left = append(left, unsafe.Pointer(c.ref))
+		}
+	}
+	if want := []unsafe.Pointer{unsafe.Pointer(&z), unsafe.Pointer(&y)}; !reflect.DeepEqual(left, want) {
+		t.Fatalf("unhandled refs %v, want %v", left, want)
+	}
+	if q.put(asgiCmd{kind: cmdBody}) {
+		t.Fatal("put after close accepted")
+	}
+
+	// putBack moves the rest of a batch to the queue: only the queue has it.
+	q = cmdQueue{ready: make(chan struct{}, 1)}
+	q.put(asgiCmd{kind: cmdWSAccept})
+	q.put(asgiCmd{kind: cmdBody, ref: pyRef(unsafe.Pointer(&x))})
+	batch = q.take()
+	q.putBack(batch[1:])
+	if waiting, _ := q.close(); len(waiting) != 1 || waiting[0].ref == nil || batch[1].ref != nil {
+		t.Fatalf("close after putBack: waiting %v, batch ref %v", waiting, batch[1].ref)
 	}
 }
 

@@ -650,9 +650,15 @@ cs_msg *cs_asgi_take_msgs(void) {
     return m;
 }
 
+/* Free the list Go took. A ref still in a message (one Go did not take: its
+ * request was over) goes back to the loop to be dropped. Any thread; GIL:
+ * not needed. */
 void cs_asgi_free_msgs(cs_msg *m) {
     while (m != NULL) {
         cs_msg *next = m->next;
+        if (m->ref != NULL) {
+            cs_asgi_push((cs_event){.app = m->ref, .kind = CS_EV_RELEASE});
+        }
         free(m);
         m = next;
     }
@@ -772,12 +778,32 @@ static PyObject *post_data(uintptr_t handle, int kind, int status, int flags, co
     return due_or_raise(msg_post(m));
 }
 
-/* asgi_body(handle, body, more): queue a copy of the bytes for writing. */
+/* asgi_body(handle, body, more): queue the bytes for writing. A large bytes
+ * object is queued by reference, not copied (see cs_msg): it is immutable,
+ * so Go may read it without the GIL while the message holds a reference.
+ * Anything else (small, or a mutable bytearray/memoryview the app may reuse
+ * at once) is copied. */
 static PyObject *mod_asgi_body(PyObject *self, PyObject *args) {
     unsigned long long handle;
-    Py_buffer body;
+    PyObject *obj;
     int more;
-    if (!PyArg_ParseTuple(args, "Ky*p", &handle, &body, &more)) {
+    if (!PyArg_ParseTuple(args, "KOp", &handle, &obj, &more)) {
+        return NULL;
+    }
+    if (PyBytes_CheckExact(obj) && PyBytes_GET_SIZE(obj) >= CS_ZERO_COPY_MIN) {
+        cs_msg *m = msg_new((uintptr_t)handle, CS_MSG_BODY, 0, 0, 0);
+        if (m == NULL) {
+            return PyErr_NoMemory();
+        }
+        m->data = PyBytes_AS_STRING(obj);
+        m->len = (size_t)PyBytes_GET_SIZE(obj);
+        m->flags = more;
+        Py_INCREF(obj);
+        m->ref = obj;
+        return due_or_raise(msg_post(m));
+    }
+    Py_buffer body;
+    if (PyObject_GetBuffer(obj, &body, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
     PyObject *r = post_data((uintptr_t)handle, CS_MSG_BODY, 0, more, body.buf, (size_t)body.len);
@@ -915,7 +941,8 @@ static PyObject *scope_fields(const char *p, size_t len) {
 /* asgi_take() -> list of (kind, handle, app, flags, data) for every queued
  * event: one call for a whole batch. data is a tuple of bytes fields for
  * CS_EV_NEW, bytes for CS_EV_BODY / CS_EV_WS_MSG / a close reason, else None.
- * GIL: held in/out. owns: every taken event's data (freed here). */
+ * GIL: held in/out. owns: every taken event's data (freed here) and handed
+ * reference (dropped here). */
 static PyObject *mod_asgi_take(PyObject *self, PyObject *unused) {
     PyObject *list = PyList_New(0);
     size_t got, cap;
@@ -935,21 +962,25 @@ static PyObject *mod_asgi_take(PyObject *self, PyObject *unused) {
             }
         }
         free(e->data); /* ours now, whatever happens */
+        /* Only a new request's app is borrowed; any other event's is a
+         * reference handed to us (see cs_event), dropped once the event is
+         * taken: for an app, after every earlier event (which borrows it)
+         * has been decoded. */
+        PyObject *runner = e->kind == CS_EV_NEW ? (PyObject *)e->app : NULL;
+        PyObject *owned = e->kind != CS_EV_NEW ? (PyObject *)e->app : NULL;
         if (e->kind == CS_EV_RELEASE) {
-            /* Go's reference, dropped here so that every event queued
-             * before it (which borrows app) has been decoded first. */
-            Py_XDECREF((PyObject *)e->app);
+            Py_XDECREF(owned);
             Py_XDECREF(data);
             continue;
         }
         PyObject *item = data ? Py_BuildValue("(iKOiN)", e->kind, (unsigned long long)e->handle,
-                                             e->app ? (PyObject *)e->app : Py_None,
-                                             e->flags, data)
+                                             runner ? runner : Py_None, e->flags, data)
                               : NULL;
         if (item == NULL || PyList_Append(list, item) < 0) {
             Py_CLEAR(list);
         }
         Py_XDECREF(item);
+        Py_XDECREF(owned);
     }
     in_give_back(evs, cap);
     return list;

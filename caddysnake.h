@@ -122,16 +122,20 @@ void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
 enum {
     CS_EV_NEW = 1,        /* data: packed scope fields; flags: CS_NEW_* */
     CS_EV_BODY = 2,       /* data: body bytes; flags: 1 if more body follows */
-    CS_EV_SEND_DONE = 3,  /* a more_body send has been written */
+    CS_EV_SEND_DONE = 3,  /* a more_body send has been written; app: its chunk's ref */
     CS_EV_DISCONNECT = 4, /* client gone, an I/O error, or a WebSocket closed */
-    CS_EV_RELEASE = 5,    /* drop Go's reference to app, after all earlier events */
+    CS_EV_RELEASE = 5,    /* drop the reference in app, after all earlier events */
     CS_EV_WS_MSG = 6,     /* data: a WebSocket message; flags: 1 if text (UTF-8) */
 };
 enum { CS_NEW_HAS_BODY = 1, CS_NEW_TRAILERS = 2, CS_NEW_TLS = 4, CS_NEW_WEBSOCKET = 8 };
 
 /* One queued event. data is malloc'd by Go (C.malloc); whoever takes the
- * event owns it and frees it. app is the Runner the request belongs to,
- * borrowed: Go keeps its reference until the app's last request is over. */
+ * event owns it and frees it. app: for CS_EV_NEW, the Runner the request
+ * belongs to, borrowed (Go keeps its reference until the app's last request
+ * is over); for any other kind NULL or a reference the event hands to the
+ * loop, which drops it when it takes the event (CS_EV_RELEASE: Go's
+ * reference to an app, or a body chunk's ref; CS_EV_SEND_DONE: the ref of
+ * the chunk just written). */
 typedef struct {
     uintptr_t handle;
     cs_obj app;
@@ -161,7 +165,12 @@ enum {
 
 /* One app message, in one malloc'd block (hdr and data point into it). The
  * list Go takes (cs_asgi_take_msgs) is Go's to read and to free
- * (cs_asgi_free_msgs); header names and values are checked already. */
+ * (cs_asgi_free_msgs); header names and values are checked already.
+ * Zero copy: a body chunk of CS_ZERO_COPY_MIN bytes or more sent as an
+ * immutable bytes object is not copied: data points into the object and ref
+ * holds a reference to it, which Go takes over (clearing ref) and hands back
+ * to the loop in a CS_EV_SEND_DONE or CS_EV_RELEASE event once the chunk is
+ * written. cs_asgi_free_msgs hands back any ref Go left in a message. */
 typedef struct cs_msg {
     struct cs_msg *next;
     uintptr_t handle;
@@ -172,12 +181,14 @@ typedef struct cs_msg {
     cs_str *hdr;
     char *data;
     size_t len;
+    cs_obj ref; /* the bytes object data points into, owned; or NULL */
 } cs_msg;
 
 /* Take every flushed message, oldest first (NULL if none). Go reads the
  * out eventfd before calling, so no wake-up is lost. Any thread. */
 cs_msg *cs_asgi_take_msgs(void);
 void cs_asgi_free_msgs(cs_msg *m);
+#define CS_ZERO_COPY_MIN (16 * 1024)
 
 /* The late-flush timerfd fired: flush the batch if it has waited
  * CS_LATE_FLUSH_NS (else re-arm for the rest). Any thread. */

@@ -92,6 +92,14 @@ func (l *eventLoop) push(ev C.cs_event) {
 	C.cs_asgi_push(ev)
 }
 
+// release hands a reference (an app, a body chunk's bytes) back to the
+// loop, which drops it after the events queued before it.
+func (l *eventLoop) release(ref pyRef) {
+	if ref != nil {
+		l.push(C.cs_event{app: ref, kind: C.CS_EV_RELEASE})
+	}
+}
+
 func (l *eventLoop) pushSimple(h uintptr, kind int) {
 	l.push(C.cs_event{handle: C.uintptr_t(h), kind: C.int(kind)})
 }
@@ -118,7 +126,9 @@ func (l *eventLoop) deliver(head *C.cs_msg) {
 		if rq == nil {
 			continue
 		}
-		rq.cmds.put(decodeMsg(m))
+		if c := decodeMsg(m); !rq.cmds.put(c) {
+			l.release(c.ref) // the request ended meanwhile
+		}
 	}
 	C.cs_asgi_free_msgs(head)
 }

@@ -217,7 +217,7 @@ func (a *pyApp) lifespan(phase string, timeout time.Duration) error {
 // releaseVia hands the reference to the event loop, which drops it after
 // every event queued before (those borrow it).
 func (a *pyApp) releaseVia(l *eventLoop) {
-	l.push(C.cs_event{app: a.obj, kind: C.CS_EV_RELEASE})
+	l.release(a.obj)
 	a.obj = nil
 }
 

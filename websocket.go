@@ -76,11 +76,12 @@ func (rq *asgiRequest) runWS(o wsOptions) error {
 		select {
 		case <-rq.cmds.ready:
 			batch := rq.cmds.take()
-			for i, c := range batch {
+			for i := range batch {
+				c := &batch[i]
 				switch c.kind {
 				case cmdWSAccept:
 					rq.cmds.putBack(batch[i+1:]) // for serveWS
-					return rq.acceptWS(c, o)
+					return rq.acceptWS(*c, o)
 				case cmdWSClose:
 					http.Error(rq.w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
 					rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")

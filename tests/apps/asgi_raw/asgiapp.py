@@ -17,6 +17,7 @@ keep a task alive for ever.
 
 import asyncio
 import contextvars
+import gc
 import hashlib
 import json
 import sys
@@ -274,6 +275,38 @@ async def bigstream(scope, receive, send):
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+# One bytes object every /shared-block chunk is: the bridge passes large
+# chunks to Go by reference, so its refcount shows whether each reference
+# was given back (see test_zero_copy_*).
+SHARED_BLOCK = bytes(range(256)) * 256  # 64 KiB
+
+
+async def shared_block(scope, receive, send):
+    """?n= chunks of SHARED_BLOCK with more_body, then a last chunk: empty,
+    or SHARED_BLOCK itself with ?last=1. ?delay= seconds between chunks."""
+    q = qs(scope)
+    n, delay = int(q.get("n", "16")), float(q.get("delay", "0"))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")]})
+    started = time.monotonic()
+    for _ in range(n):
+        await send({"type": "http.response.body", "body": SHARED_BLOCK, "more_body": True})
+        if delay:
+            await asyncio.sleep(delay)
+        if time.monotonic() - started > MAX_STREAM_SECONDS:
+            break
+    last = SHARED_BLOCK if q.get("last") == "1" else b""
+    await send({"type": "http.response.body", "body": last, "more_body": False})
+
+
+async def shared_refs(scope, receive, send):
+    # A request that ended in ClientDisconnected leaves a cycle (exception,
+    # traceback, send()'s frame and its message) holding the block until
+    # the collector runs.
+    gc.collect()
+    await respond_json(send, {"refs": sys.getrefcount(SHARED_BLOCK)})
+
+
 async def status(scope, receive, send):
     code = int(qs(scope).get("code", "200"))
     await send({"type": "http.response.start", "status": code, "headers": [(b"x-status", str(code).encode())]})
@@ -403,6 +436,8 @@ ROUTES = {
     "/trailers": trailers,
     "/sleep": sleep,
     "/bigstream": bigstream,
+    "/shared-block": shared_block,
+    "/shared-refs": shared_refs,
     "/status": status,
     "/loop": loop_info,
     "/task_context": task_context,
