@@ -287,13 +287,18 @@ def shared_refs(server):
     return httpx.get(server.url("/shared-refs"), timeout=10).json()["refs"]
 
 
-def test_zero_copy_chunks_arrive_intact_and_are_released(asgi_server):
+@pytest.mark.parametrize("h2", [False, True], ids=["http1", "h2c"])
+def test_zero_copy_chunks_arrive_intact_and_are_released(asgi_server, h2):
     """Large bytes chunks go to Go by reference, not copied: every byte
     arrives, and every reference is given back once written (a leak leaves
     the refcount high, a double release low)."""
+    if h2:
+        pytest.importorskip("h2", reason="h2 package (httpx[http2]) not installed")
     base = shared_refs(asgi_server)
-    r = httpx.get(asgi_server.url("/shared-block?n=64&last=1"), timeout=30)
+    with httpx.Client(http1=not h2, http2=h2, timeout=30) as c:
+        r = c.get(asgi_server.url("/shared-block?n=64&last=1"))
     assert r.status_code == 200
+    assert r.http_version == ("HTTP/2" if h2 else "HTTP/1.1")
     assert r.content == SHARED_BLOCK * 65
     wait_until(lambda: shared_refs(asgi_server) == base, 5, message="every chunk reference given back")
 
