@@ -211,6 +211,9 @@ func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
 	flags := 0
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		flags |= C.CS_NEW_HAS_BODY
+		if r.ContentLength < 0 || r.ContentLength >= C.CS_ZERO_COPY_MIN {
+			flags |= C.CS_NEW_LARGE_BODY
+		}
 	}
 	if acceptsTrailers(r) {
 		flags |= C.CS_NEW_TRAILERS
@@ -327,7 +330,9 @@ func (rq *asgiRequest) handle_(c *asgiCmd) bool {
 		rq.sendFile(c.path)
 		return true
 	case cmdWantBody:
-		rq.readBody()
+		ref := c.ref
+		c.ref = nil
+		rq.readBody(c.body, ref)
 	case cmdDone:
 		// The app ended (raised, or returned) before completing the
 		// response; the Python side logged why.
@@ -403,24 +408,35 @@ func (rq *asgiRequest) writeBody(b []byte, more bool, ref pyRef) bool {
 
 // readBody reads the next chunk of the request body for the app; it is
 // called only when the app waits in receive(), so at most one chunk is ever
-// buffered per request (flow control for large uploads).
-func (rq *asgiRequest) readBody() {
-	size := 256 << 10 // bounded per request; big enough that uploads cost few crossings
+// buffered per request (flow control for large uploads). For a large body
+// the app sent a bytes object to read into (into, its reference ref), which
+// goes back filled: no copy. Otherwise the chunk is read into C memory,
+// which the loop copies into a bytes object.
+func (rq *asgiRequest) readBody(into []byte, ref pyRef) {
+	size := C.CS_BODY_CHUNK // bounded per request; big enough that uploads cost few crossings
+	if ref != nil {
+		size = len(into)
+	}
 	if rq.bodyLeft >= 0 && rq.bodyLeft < int64(size) {
 		size = int(rq.bodyLeft)
 	}
 	if size == 0 {
-		rq.pushBody(nil, 0, false)
+		rq.loop.release(ref)
+		rq.pushBody(nil, nil, 0, false)
 		return
 	}
-	buf := C.malloc(C.size_t(size))
-	b := unsafe.Slice((*byte)(buf), size)
+	var buf unsafe.Pointer
+	if ref == nil {
+		buf = C.malloc(C.size_t(size))
+		into = unsafe.Slice((*byte)(buf), size)
+	}
 	n, err := 0, error(nil)
 	for n == 0 && err == nil {
-		n, err = rq.r.Body.Read(b)
+		n, err = rq.r.Body.Read(into[:size])
 	}
 	if err != nil && err != io.EOF {
 		C.free(buf)
+		rq.loop.release(ref)
 		rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
 		return
 	}
@@ -428,19 +444,21 @@ func (rq *asgiRequest) readBody() {
 		rq.bodyLeft -= int64(n)
 	}
 	more := err == nil && rq.bodyLeft != 0
-	if n == 0 {
+	if n == 0 && buf != nil {
 		C.free(buf)
 		buf = nil
 	}
-	rq.pushBody(buf, n, more)
+	rq.pushBody(buf, ref, n, more)
 }
 
-func (rq *asgiRequest) pushBody(buf unsafe.Pointer, n int, more bool) {
+// pushBody hands the app a body chunk: n bytes of C memory at buf (the
+// loop frees it), or of the bytes object ref.
+func (rq *asgiRequest) pushBody(buf unsafe.Pointer, ref pyRef, n int, more bool) {
 	flags := 0
 	if more {
 		flags = 1
 	}
-	rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), data: (*C.char)(buf),
+	rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), data: (*C.char)(buf), app: ref,
 		len: C.size_t(n), kind: C.CS_EV_BODY, flags: C.int(flags)})
 }
 

@@ -40,6 +40,13 @@ func decodeMsg(m *C.cs_msg) asgiCmd {
 		}
 		c.body = getChunk(len(data)) // back to the pool once written
 		copy(c.body, data)
+	case cmdWantBody:
+		if m.ref != nil {
+			// A new bytes object for the next body chunk, which Go
+			// fills and hands back in CS_EV_BODY (readBody).
+			c.body, c.ref = data, m.ref
+			m.ref = nil
+		}
 	case cmdWSSend:
 		c.body = append([]byte(nil), data...)
 	case cmdPathsend, cmdWSClose:

@@ -811,8 +811,10 @@ static PyObject *mod_asgi_body(PyObject *self, PyObject *args) {
     return r;
 }
 
-/* asgi_signal(handle, what, arg): want-body / one more WebSocket message (1),
- * app done (2, arg = failed). */
+/* asgi_signal(handle, what, arg): want-body / one more WebSocket message (1;
+ * arg 1: a large request body, so Go reads the chunk straight into a new
+ * bytes object sent with the message, which comes back in CS_EV_BODY), app
+ * done (2, arg = failed). */
 static PyObject *mod_asgi_signal(PyObject *self, PyObject *args) {
     unsigned long long handle;
     int what, arg;
@@ -821,6 +823,21 @@ static PyObject *mod_asgi_signal(PyObject *self, PyObject *args) {
     }
     if (what != 1 && what != 2) {
         return raise_code(CS_ERR_BAD_STATE);
+    }
+    if (what == 1 && arg == 1) {
+        /* Nobody else sees this object until Go has filled it and the loop
+         * has cut it to size (mod_asgi_take), so Go may write it without
+         * the GIL. */
+        PyObject *buf = PyBytes_FromStringAndSize(NULL, CS_BODY_CHUNK);
+        cs_msg *m = buf ? msg_new((uintptr_t)handle, CS_MSG_WANT_BODY, 0, 0, 0) : NULL;
+        if (m == NULL) {
+            Py_XDECREF(buf);
+            return PyErr_NoMemory();
+        }
+        m->data = PyBytes_AS_STRING(buf);
+        m->len = CS_BODY_CHUNK;
+        m->ref = buf;
+        return due_or_raise(msg_post(m));
     }
     return post_data((uintptr_t)handle, what == 1 ? CS_MSG_WANT_BODY : CS_MSG_DONE, 0, arg, NULL, 0);
 }
@@ -951,7 +968,15 @@ static PyObject *mod_asgi_take(PyObject *self, PyObject *unused) {
         cs_event *e = &evs[i];
         PyObject *data = NULL;
         if (list != NULL) {
-            if (e->kind == CS_EV_NEW) {
+            if (e->kind == CS_EV_BODY && e->app != NULL) {
+                /* A buffer from asgi_signal, filled by Go: ours alone, so
+                 * it may still be cut to the length read. */
+                data = (PyObject *)e->app;
+                e->app = NULL;
+                if (_PyBytes_Resize(&data, (Py_ssize_t)e->len) < 0) {
+                    data = NULL;
+                }
+            } else if (e->kind == CS_EV_NEW) {
                 data = scope_fields(e->data, e->len);
             } else if (e->kind == CS_EV_BODY || e->kind == CS_EV_WS_MSG ||
                        (e->kind == CS_EV_DISCONNECT && e->data != NULL)) {

@@ -121,13 +121,15 @@ void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
 
 enum {
     CS_EV_NEW = 1,        /* data: packed scope fields; flags: CS_NEW_* */
-    CS_EV_BODY = 2,       /* data: body bytes; flags: 1 if more body follows */
+    CS_EV_BODY = 2,       /* data: body bytes, or app: the filled buffer (len bytes) of
+                           * CS_MSG_WANT_BODY; flags: 1 if more body follows */
     CS_EV_SEND_DONE = 3,  /* a more_body send has been written; app: its chunk's ref */
     CS_EV_DISCONNECT = 4, /* client gone, an I/O error, or a WebSocket closed */
     CS_EV_RELEASE = 5,    /* drop the reference in app, after all earlier events */
     CS_EV_WS_MSG = 6,     /* data: a WebSocket message; flags: 1 if text (UTF-8) */
 };
-enum { CS_NEW_HAS_BODY = 1, CS_NEW_TRAILERS = 2, CS_NEW_TLS = 4, CS_NEW_WEBSOCKET = 8 };
+enum { CS_NEW_HAS_BODY = 1, CS_NEW_TRAILERS = 2, CS_NEW_TLS = 4, CS_NEW_WEBSOCKET = 8,
+       CS_NEW_LARGE_BODY = 16 /* CS_ZERO_COPY_MIN or more, or of unknown length */ };
 
 /* One queued event. data is malloc'd by Go (C.malloc); whoever takes the
  * event owns it and frees it. app: for CS_EV_NEW, the Runner the request
@@ -155,7 +157,9 @@ enum {
     CS_MSG_EARLY_HINT = 2, /* hdr (Link) */
     CS_MSG_TRAILERS = 3,   /* hdr; flags: more trailers */
     CS_MSG_BODY = 4,       /* data; flags: more body */
-    CS_MSG_WANT_BODY = 5,  /* the app waits in receive() (WebSocket: one more credit) */
+    CS_MSG_WANT_BODY = 5,  /* the app waits in receive() (WebSocket: one more credit);
+                            * with ref: a new bytes object of len bytes for Go to read
+                            * the next chunk into (zero-copy upload) */
     CS_MSG_DONE = 6,       /* the app returned or raised; flags: failed */
     CS_MSG_PATHSEND = 7,   /* data: the file's path */
     CS_MSG_WS_ACCEPT = 8,  /* hdr, including the chosen sec-websocket-protocol */
@@ -189,6 +193,7 @@ typedef struct cs_msg {
 cs_msg *cs_asgi_take_msgs(void);
 void cs_asgi_free_msgs(cs_msg *m);
 #define CS_ZERO_COPY_MIN (16 * 1024)
+#define CS_BODY_CHUNK (256 * 1024) /* the most Go reads per request body chunk */
 
 /* The late-flush timerfd fired: flush the batch if it has waited
  * CS_LATE_FLUSH_NS (else re-arm for the rest). Any thread. */

@@ -32,7 +32,7 @@ from . import logs
 
 # Event kinds and flags: see caddysnake.h.
 EV_NEW, EV_BODY, EV_SEND_DONE, EV_DISCONNECT, EV_WS_MSG = 1, 2, 3, 4, 6
-NEW_HAS_BODY, NEW_TRAILERS, NEW_TLS, NEW_WEBSOCKET = 1, 2, 4, 8
+NEW_HAS_BODY, NEW_TRAILERS, NEW_TLS, NEW_WEBSOCKET, NEW_LARGE_BODY = 1, 2, 4, 8, 16
 H_START, H_EARLY_HINT, H_TRAILERS, H_WS_ACCEPT = 1, 2, 3, 4
 WS_SEND, WS_CLOSE = 1, 2
 SIG_WANT_BODY, SIG_DONE = 1, 2
@@ -318,7 +318,9 @@ class _Conn(_Exchange):
             if not self.body_done and not self.asked:
                 self.asked = True
                 try:
-                    _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0)
+                    # A large body is read by Go straight into a bytes
+                    # object sent along (no copy); a small one is copied.
+                    _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 1 if self.flags & NEW_LARGE_BODY else 0)
                 except OSError:
                     self.disconnected = True
                     continue

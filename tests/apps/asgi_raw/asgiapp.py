@@ -307,6 +307,29 @@ async def shared_refs(scope, receive, send):
     await respond_json(send, {"refs": sys.getrefcount(SHARED_BLOCK)})
 
 
+def malloc_in_use():
+    """Bytes the C allocator has handed out and not got back (glibc's
+    mallinfo2: heap blocks in use plus mmapped ones), or None elsewhere.
+    Unlike RSS it counts a buffer that was leaked before being written."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    f = getattr(ctypes.CDLL(None), "mallinfo2", None)
+    if f is None:
+        return None
+    f.restype = MallInfo2
+    m = f()
+    return m.uordblks + m.hblkhd
+
+
+async def malloc_stats(scope, receive, send):
+    gc.collect()
+    await respond_json(send, {"in_use": malloc_in_use()})
+
+
 async def status(scope, receive, send):
     code = int(qs(scope).get("code", "200"))
     await send({"type": "http.response.start", "status": code, "headers": [(b"x-status", str(code).encode())]})
@@ -438,6 +461,7 @@ ROUTES = {
     "/bigstream": bigstream,
     "/shared-block": shared_block,
     "/shared-refs": shared_refs,
+    "/malloc": malloc_stats,
     "/status": status,
     "/loop": loop_info,
     "/task_context": task_context,
