@@ -48,6 +48,11 @@ func decodeMsg(m *C.cs_msg) asgiCmd {
 			m.ref = nil
 		}
 	case cmdWSSend:
+		if m.ref != nil { // zero copy, as for cmdBody
+			c.body, c.ref = data, m.ref
+			m.ref = nil
+			break
+		}
 		c.body = append([]byte(nil), data...)
 	case cmdPathsend, cmdWSClose:
 		c.path = string(data)

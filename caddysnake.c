@@ -879,7 +879,21 @@ static PyObject *mod_asgi_ws(PyObject *self, PyObject *args) {
         n = view.len;
     }
     PyObject *r;
-    if (op == 1) {
+    if (op == 1 && n >= CS_ZERO_COPY_MIN && (text || PyBytes_CheckExact(data))) {
+        /* By reference, as a large HTTP body chunk (see cs_msg): a str's
+         * UTF-8 and a bytes object's data live as long as the object. */
+        cs_msg *m = msg_new((uintptr_t)handle, CS_MSG_WS_SEND, 0, 0, 0);
+        if (m == NULL) {
+            r = PyErr_NoMemory();
+        } else {
+            m->data = (char *)p;
+            m->len = (size_t)n;
+            m->flags = text;
+            Py_INCREF(data);
+            m->ref = data;
+            r = due_or_raise(msg_post(m));
+        }
+    } else if (op == 1) {
         r = post_data((uintptr_t)handle, CS_MSG_WS_SEND, 0, text, p, (size_t)n);
     } else if (!valid_close_code(arg) || n > 123) {
         r = raise_code(CS_ERR_BAD_CLOSE);

@@ -174,7 +174,8 @@ enum {
  * immutable bytes object is not copied: data points into the object and ref
  * holds a reference to it, which Go takes over (clearing ref) and hands back
  * to the loop in a CS_EV_SEND_DONE or CS_EV_RELEASE event once the chunk is
- * written. Likewise a CS_MSG_WANT_BODY for a large request body carries a
+ * written; so is a CS_MSG_WS_SEND of that size (bytes, or a str's UTF-8).
+ * Likewise a CS_MSG_WANT_BODY for a large request body carries a
  * new bytes object for Go to read into, which comes back in CS_EV_BODY (or
  * CS_EV_RELEASE if unused). cs_asgi_free_msgs hands back any ref Go left in
  * a message. */

@@ -166,7 +166,9 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 	for {
 		select {
 		case <-rq.cmds.ready:
-			for _, c := range rq.cmds.take() {
+			batch := rq.cmds.take()
+			for i := range batch {
+				c := &batch[i]
 				switch c.kind {
 				case cmdWantBody: // the app received a message: one more may be read
 					select {
@@ -178,13 +180,18 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 					if c.more {
 						typ = websocket.MessageText
 					}
+					// A large message is a view of the app's object: its
+					// ref goes back with the acknowledgement (or alone).
+					ref := c.ref
+					c.ref = nil
 					if err := conn.Write(ctx, typ, c.body); err != nil {
+						rq.loop.release(ref)
 						rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
 						cancel()
 						<-readerDone
 						return nil
 					}
-					rq.loop.pushSimple(rq.handle, C.CS_EV_SEND_DONE)
+					rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), kind: C.CS_EV_SEND_DONE, app: ref})
 				case cmdWSClose:
 					return closeWith(websocket.StatusCode(c.status), c.path)
 				case cmdDone:

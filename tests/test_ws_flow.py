@@ -8,9 +8,11 @@ import threading
 import time
 
 import httpx
+import pytest
 
+from conftest import wait_until
 from test_ws_support import (  # noqa: F401  (fixtures)
-    OP_BINARY, OP_CLOSE, RawWS, _ws_server_holder, events, ident, parse_close, rss_kib, wait_events, ws_server,
+    OP_BINARY, OP_CLOSE, OP_TEXT, RawWS, _ws_server_holder, events, ident, parse_close, rss_kib, wait_events, ws_server,
 )
 
 MSG = 256 * 1024
@@ -104,3 +106,31 @@ def test_flooding_client_does_not_grow_memory(ws_server):
     # The app took ~4 messages/s: the client must have been stalled by TCP.
     assert sent_mib < 200, f"the server swallowed {sent_mib:.0f} MiB in 3 s for an app reading 4 MiB/s ({got})"
     assert httpx.get(ws_server.url("/health"), timeout=10).text == "ok"
+
+
+SHARED_BLOCK = bytes(range(256)) * 256  # apps/ws_raw's SHARED_BLOCK and SHARED_TEXT
+SHARED_TEXT = "h\u00e9llo w\u00f6rld \u2603 " * 3000
+
+
+def shared_refs(server):
+    return httpx.get(server.url("/shared-refs"), timeout=10).json()
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["bytes", "text"])
+def test_large_messages_go_by_reference_and_come_back(ws_server, text):
+    """Messages of 16 KiB or more are written from the app's own bytes or
+    str (its UTF-8), not copied: they arrive intact, and every reference is
+    given back, after a clean close and after a client that drops mid-flood
+    (a leak leaves a refcount high, a double release low)."""
+    base = shared_refs(ws_server)
+    op, expected = (OP_TEXT, SHARED_TEXT.encode()) if text else (OP_BINARY, SHARED_BLOCK)
+    with RawWS(ws_server.port, f"/shared?n=40&text={int(text)}") as c:
+        for _ in range(40):
+            fin, got_op, payload = c.recv_frame()
+            assert (fin, got_op, payload == expected) == (True, op, True)
+        assert c.recv_until({OP_CLOSE})[0] == OP_CLOSE
+    for _ in range(3):
+        with RawWS(ws_server.port, f"/shared?n=100000&text={int(text)}") as c:
+            c.recv_frame()
+            c.abort()
+    wait_until(lambda: shared_refs(ws_server) == base, 10, message="every message reference given back")

@@ -23,24 +23,31 @@ WebSocket routes (on scope["path"], minus root_path):
   /send-after-close?id=  accept, wait for the disconnect, then send(): records
                       "send:<exception>:oserror=<bool>" and what receive() gives next
   /chunks?id=         accept, receive messages and record their sizes/types
+  /shared?n=&text=1   accept, send SHARED_BLOCK (or SHARED_TEXT) n times, close 1000
 
 HTTP routes:
 
   /events?id=         {"events": [...]} recorded for that id
   /health             "ok"
   /pid                the process id (the Caddy process: Python is embedded)
+  /shared-refs        {"bytes": n, "text": n}: the refcounts of SHARED_BLOCK and
+                      SHARED_TEXT (large messages go to Go by reference)
 
 Every loop is bounded in time so a misbehaving bridge cannot keep tasks alive.
 """
 
 import asyncio
+import gc
 import hashlib
+import sys
 import json
 import os
 import time
 from urllib.parse import parse_qs
 
 EVENTS = []  # [(ident, event)]
+SHARED_BLOCK = bytes(range(256)) * 256  # 64 KiB
+SHARED_TEXT = "h\u00e9llo w\u00f6rld \u2603 " * 3000  # ~64 KiB of UTF-8
 FLOOD_SECONDS = 4.0
 MAX_SECONDS = 30.0
 
@@ -86,6 +93,10 @@ async def http_app(scope, receive, send):
         await respond(send, 200, b"ok")
     elif path == "/pid":
         await respond(send, 200, str(os.getpid()).encode())
+    elif path == "/shared-refs":
+        gc.collect()  # a send() that raised leaves a cycle holding its message
+        refs = {"bytes": sys.getrefcount(SHARED_BLOCK), "text": sys.getrefcount(SHARED_TEXT)}
+        await respond(send, 200, json.dumps(refs).encode(), b"application/json")
     else:
         await respond(send, 404, b"not found")
 
@@ -283,6 +294,21 @@ async def ws_app(scope, receive, send):
             await send({"type": "websocket.send", "text": "ack"})
 
         await recv_until_disconnect(receive, ident, note)
+
+    elif path == "/shared":
+        await connect(receive)
+        await accept(send)
+        msg = {"type": "websocket.send", "text": SHARED_TEXT} if q.get("text") == "1" \
+            else {"type": "websocket.send", "bytes": SHARED_BLOCK}
+        t0 = time.monotonic()
+        try:
+            for _ in range(int(q.get("n", "16"))):
+                await send(msg)
+                if time.monotonic() - t0 > MAX_SECONDS:
+                    break
+            await send({"type": "websocket.close", "code": 1000})
+        except OSError:
+            pass  # the client left
 
     else:
         await connect(receive)
