@@ -778,6 +778,21 @@ static PyObject *post_data(uintptr_t handle, int kind, int status, int flags, co
     return due_or_raise(msg_post(m));
 }
 
+/* Queue a message whose data, p[0:n], lives inside obj: by reference (see
+ * cs_msg), the message taking a new reference to obj. GIL: held. */
+static PyObject *post_ref(uintptr_t handle, int kind, int flags, PyObject *obj, const char *p, size_t n) {
+    cs_msg *m = msg_new(handle, kind, 0, 0, 0);
+    if (m == NULL) {
+        return PyErr_NoMemory();
+    }
+    m->data = (char *)p;
+    m->len = n;
+    m->flags = flags;
+    Py_INCREF(obj);
+    m->ref = obj;
+    return due_or_raise(msg_post(m));
+}
+
 /* asgi_body(handle, body, more): queue the bytes for writing. A large bytes
  * object is queued by reference, not copied (see cs_msg): it is immutable,
  * so Go may read it without the GIL while the message holds a reference.
@@ -791,16 +806,8 @@ static PyObject *mod_asgi_body(PyObject *self, PyObject *args) {
         return NULL;
     }
     if (PyBytes_CheckExact(obj) && PyBytes_GET_SIZE(obj) >= CS_ZERO_COPY_MIN) {
-        cs_msg *m = msg_new((uintptr_t)handle, CS_MSG_BODY, 0, 0, 0);
-        if (m == NULL) {
-            return PyErr_NoMemory();
-        }
-        m->data = PyBytes_AS_STRING(obj);
-        m->len = (size_t)PyBytes_GET_SIZE(obj);
-        m->flags = more;
-        Py_INCREF(obj);
-        m->ref = obj;
-        return due_or_raise(msg_post(m));
+        return post_ref((uintptr_t)handle, CS_MSG_BODY, more, obj, PyBytes_AS_STRING(obj),
+                        (size_t)PyBytes_GET_SIZE(obj));
     }
     Py_buffer body;
     if (PyObject_GetBuffer(obj, &body, PyBUF_SIMPLE) < 0) {
@@ -829,15 +836,12 @@ static PyObject *mod_asgi_signal(PyObject *self, PyObject *args) {
          * has cut it to size (mod_asgi_take), so Go may write it without
          * the GIL. */
         PyObject *buf = PyBytes_FromStringAndSize(NULL, CS_BODY_CHUNK);
-        cs_msg *m = buf ? msg_new((uintptr_t)handle, CS_MSG_WANT_BODY, 0, 0, 0) : NULL;
-        if (m == NULL) {
-            Py_XDECREF(buf);
-            return PyErr_NoMemory();
+        if (buf == NULL) {
+            return NULL;
         }
-        m->data = PyBytes_AS_STRING(buf);
-        m->len = CS_BODY_CHUNK;
-        m->ref = buf;
-        return due_or_raise(msg_post(m));
+        PyObject *r = post_ref((uintptr_t)handle, CS_MSG_WANT_BODY, 0, buf, PyBytes_AS_STRING(buf), CS_BODY_CHUNK);
+        Py_DECREF(buf); /* the message holds it now */
+        return r;
     }
     return post_data((uintptr_t)handle, what == 1 ? CS_MSG_WANT_BODY : CS_MSG_DONE, 0, arg, NULL, 0);
 }
@@ -880,19 +884,9 @@ static PyObject *mod_asgi_ws(PyObject *self, PyObject *args) {
     }
     PyObject *r;
     if (op == 1 && n >= CS_ZERO_COPY_MIN && (text || PyBytes_CheckExact(data))) {
-        /* By reference, as a large HTTP body chunk (see cs_msg): a str's
-         * UTF-8 and a bytes object's data live as long as the object. */
-        cs_msg *m = msg_new((uintptr_t)handle, CS_MSG_WS_SEND, 0, 0, 0);
-        if (m == NULL) {
-            r = PyErr_NoMemory();
-        } else {
-            m->data = (char *)p;
-            m->len = (size_t)n;
-            m->flags = text;
-            Py_INCREF(data);
-            m->ref = data;
-            r = due_or_raise(msg_post(m));
-        }
+        /* By reference, as a large HTTP body chunk: a str's UTF-8 and a
+         * bytes object's data live as long as the object. */
+        r = post_ref((uintptr_t)handle, CS_MSG_WS_SEND, text, data, p, (size_t)n);
     } else if (op == 1) {
         r = post_data((uintptr_t)handle, CS_MSG_WS_SEND, 0, text, p, (size_t)n);
     } else if (!valid_close_code(arg) || n > 123) {
