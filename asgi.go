@@ -435,7 +435,9 @@ func (rq *asgiRequest) readBody(into []byte, ref pyRef) {
 		n, err = rq.r.Body.Read(into[:size])
 	}
 	if err != nil && err != io.EOF {
-		C.free(buf)
+		if buf != nil {
+			C.free(buf)
+		}
 		rq.loop.release(ref)
 		rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
 		return

@@ -18,6 +18,15 @@ import (
 func decodeMsg(m *C.cs_msg) asgiCmd {
 	c := asgiCmd{kind: int(m.kind), status: int(m.status), more: m.flags != 0}
 	data := unsafe.Slice((*byte)(unsafe.Pointer(m.data)), int(m.len))
+	if m.ref != nil {
+		// By reference (a large body chunk or WebSocket message, or a read
+		// buffer for the next body chunk): a view of the app's object, kept
+		// alive by the reference c takes over (cs_asgi_free_msgs skips it
+		// now).
+		c.body, c.ref = data, m.ref
+		m.ref = nil
+		return c
+	}
 	switch c.kind {
 	case cmdStart, cmdEarlyHint, cmdTrailers, cmdWSAccept:
 		kv := unsafe.Slice(m.hdr, int(m.nhdr)*2)
@@ -31,28 +40,9 @@ func decodeMsg(m *C.cs_msg) asgiCmd {
 			}
 		}
 	case cmdBody:
-		if m.ref != nil {
-			// Zero copy: a view of the app's bytes object, kept alive by
-			// the reference c takes over (cs_asgi_free_msgs skips it now).
-			c.body, c.ref = data, m.ref
-			m.ref = nil
-			break
-		}
 		c.body = getChunk(len(data)) // back to the pool once written
 		copy(c.body, data)
-	case cmdWantBody:
-		if m.ref != nil {
-			// A new bytes object for the next body chunk, which Go
-			// fills and hands back in CS_EV_BODY (readBody).
-			c.body, c.ref = data, m.ref
-			m.ref = nil
-		}
 	case cmdWSSend:
-		if m.ref != nil { // zero copy, as for cmdBody
-			c.body, c.ref = data, m.ref
-			m.ref = nil
-			break
-		}
 		c.body = append([]byte(nil), data...)
 	case cmdPathsend, cmdWSClose:
 		c.path = string(data)
