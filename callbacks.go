@@ -112,10 +112,11 @@ func noSniff(h http.Header) {
 func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C.longlong,
 	body *C.char, blen C.size_t, flush C.int) (rc C.long) {
 	defer recoverTo(&rc)
-	rq := current(h)
-	if rq == nil {
+	w := workerFor(h)
+	if w == nil || w.cur == nil {
 		return C.CS_ERR_BAD_STATE
 	}
+	rq := w.cur
 	if status != 0 {
 		if code := rq.start(int(status), unsafe.Slice(hdrs, int(nh)*2), int64(clen)); code != C.CS_OK {
 			return code
@@ -126,6 +127,9 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 	if blen > 0 && bodyAllowed(rq.status) {
 		if rq.r.Context().Err() != nil {
 			return C.CS_ERR_CLIENT_GONE
+		}
+		if blen >= bigWrite {
+			w.yield() // the write is long and needs no GIL: let the next request run
 		}
 		// The writer copies (bufio) or sends the bytes before returning, so
 		// passing a view of the Python bytes object needs no copy here.
@@ -223,12 +227,16 @@ func writeErr(err error) C.long {
 //export cs_go_sendfile
 func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.longlong) {
 	defer recoverTo(&rc)
-	rq := current(h)
-	if rq == nil || rq.status == 0 {
+	w := workerFor(h)
+	if w == nil || w.cur == nil || w.cur.status == 0 {
 		return C.CS_ERR_BAD_STATE
 	}
+	rq := w.cur
 	if !bodyAllowed(rq.status) || count == 0 {
 		return 0
+	}
+	if count < 0 || count >= bigWrite {
+		w.yield() // as for a large chunk in cs_go_send
 	}
 	// Python keeps its descriptor; Go sends from a duplicate it owns.
 	dup, err := syscall.Dup(int(fd))

@@ -34,23 +34,24 @@ var (
 // keeps the token while its requests finish quickly, so CPU-bound requests
 // run back to back on one thread instead of several threads fighting for
 // the GIL (CPython's 5 ms forced switches and futex hand-offs halved Django
-// throughput and multiplied its p99 with 2+ busy threads). A request still
-// running after spillAfter is most likely waiting on I/O with the GIL
-// released: its worker passes the token on and the next worker serves new
-// requests meanwhile, so up to `threads` requests wait on I/O in parallel.
+// throughput and multiplied its p99 with 2+ busy threads). A request found
+// waiting (I/O, GIL released), or still running after spillAfter, loses the
+// token to an idle worker, which serves new requests meanwhile (spill.go), so
+// up to `threads` requests wait on I/O in parallel.
 type pool struct {
-	app     *pyApp
-	reqs    chan *request
-	admit   chan struct{} // the right to take the next request (capacity 1)
-	stopped chan struct{} // closed once every worker has exited
-	threads int
-	wg      sync.WaitGroup
-	once    sync.Once
-	logger  *zap.Logger
+	app         *pyApp
+	reqs        chan *request
+	admit       chan struct{} // the right to take the next request (capacity 1)
+	stopped     chan struct{} // closed once every worker has exited
+	threads     int
+	holder      atomic.Pointer[worker] // the worker that last took the admit token
+	watch       chan struct{}          // the right to watch the holder (capacity 1; spill.go)
+	watcherIdle atomic.Bool            // the watcher waits on wakeWatcher for the next request
+	wakeWatcher chan struct{}          // capacity 1
+	wg          sync.WaitGroup
+	once        sync.Once
+	logger      *zap.Logger
 }
-
-// spillAfter is how long a request runs before another worker is let in.
-const spillAfter = time.Millisecond
 
 // Worker admission states (worker.state).
 const (
@@ -62,14 +63,17 @@ const (
 func newPool(app *pyApp, threads int, logger *zap.Logger) *pool {
 	reserveInterpreterP()
 	p := &pool{
-		app:     app,
-		reqs:    make(chan *request),
-		admit:   make(chan struct{}, 1),
-		stopped: make(chan struct{}),
-		threads: threads,
-		logger:  logger,
+		app:         app,
+		reqs:        make(chan *request),
+		admit:       make(chan struct{}, 1),
+		watch:       make(chan struct{}, 1),
+		wakeWatcher: make(chan struct{}, 1),
+		stopped:     make(chan struct{}),
+		threads:     threads,
+		logger:      logger,
 	}
 	p.admit <- struct{}{}
+	p.watch <- struct{}{}
 	p.wg.Add(threads)
 	for range threads {
 		go p.work()
@@ -120,16 +124,10 @@ type worker struct {
 	pool   *pool
 	handle cgo.Handle
 	cur    *request
-	env    []byte       // packed environ, reused across requests
-	state  atomic.Int32 // admitIdle / admitHolding / admitSpilled
-	timer  *time.Timer  // runs spill after spillAfter
-}
-
-// spill passes the admit token on when the current request runs long.
-func (w *worker) spill() {
-	if w.state.CompareAndSwap(admitHolding, admitSpilled) {
-		w.pool.admit <- struct{}{} // never blocks: this worker held the only token
-	}
+	env    []byte        // packed environ, reused across requests
+	state  atomic.Int32  // admitIdle / admitHolding / admitSpilled
+	gen    atomic.Uint64 // requests taken, so the watcher tells them apart
+	probe  threadProbe   // this thread, for the watcher (spill.go)
 }
 
 func (p *pool) work() {
@@ -142,23 +140,24 @@ func (p *pool) work() {
 	defer w.handle.Delete()
 	ts := C.cs_thread_attach()
 	defer C.cs_thread_detach(ts)
-	w.timer = time.AfterFunc(time.Hour, w.spill)
-	w.timer.Stop()
+	w.probe = newThreadProbe() // on this thread: it describes this thread
+	defer w.probe.close()
 	holding := false
 	for {
 		if !holding {
-			<-p.admit
+			w.watchToken()
+			p.holder.Store(w)
 		}
 		rq := <-p.reqs
 		if rq == nil { // stop signal: let the next worker take its own
 			p.admit <- struct{}{}
 			return
 		}
+		w.gen.Add(1)
 		w.state.Store(admitHolding)
-		w.timer.Reset(spillAfter)
+		p.nudgeWatcher()
 		w.serve(ts, rq)
-		w.timer.Stop()
-		// Still holding unless spill passed the token on meanwhile.
+		// Still holding unless the watcher took the token meanwhile.
 		holding = w.state.Swap(admitIdle) == admitHolding
 		rq.done <- struct{}{}
 	}

@@ -78,6 +78,32 @@ def test_no_crosstalk_between_concurrent_requests(server8):
         assert all(ex.map(one, range(32)))
 
 
+def test_short_waits_use_every_thread(start_caddy):
+    """Requests that wait 2 ms (GIL released) each let the next thread in
+    at once, so all 4 threads wait together. A rule that let the next thread
+    in only after a request had run 1 ms started one request per ~1.1 ms
+    (Go's timers cannot fire sooner while the process idles), and never
+    had more than 2 or 3 of them in flight."""
+    srv = start_raw(start_caddy, 4)
+    try:
+        assert httpx.get(srv.url("/hello"), timeout=10).status_code == 200
+
+        def client(_):
+            with httpx.Client(timeout=20) as c:
+                return [c.get(srv.url("/overlap?t=0.002")).status_code for _ in range(40)]
+
+        seen = []
+        for _ in range(3):  # a busy machine may spoil one round
+            with ThreadPoolExecutor(16) as ex:
+                assert all(code == 200 for codes in ex.map(client, range(16)) for code in codes)
+            seen.append(int(httpx.get(srv.url("/overlap/max"), timeout=10).text))
+            if seen[-1] == 4:
+                break
+        assert seen[-1] == 4, f"most 2 ms waits in flight at once, per round: {seen}; want all 4 threads"
+    finally:
+        srv.stop()
+
+
 def test_threads_limit_is_honoured(start_caddy):
     """threads 1: three 0.4s requests cannot overlap."""
     srv = start_raw(start_caddy, 1)

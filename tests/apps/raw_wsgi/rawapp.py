@@ -466,6 +466,32 @@ def sleep(environ, start_response):
     return [b"slept"]
 
 
+_OVERLAP = {"now": 0, "max": 0}
+
+
+def overlap(environ, start_response):
+    """Sleeps t seconds, counting how many such requests run at once."""
+    t = min(float(qs(environ).get("t", "0.002")), 1.0)
+    with _LOCK:
+        _OVERLAP["now"] += 1
+        _OVERLAP["max"] = max(_OVERLAP["max"], _OVERLAP["now"])
+    try:
+        time.sleep(t)
+    finally:
+        with _LOCK:
+            _OVERLAP["now"] -= 1
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def overlap_max(environ, start_response):
+    """The most /overlap requests seen at once; reset on reading."""
+    with _LOCK:
+        m, _OVERLAP["max"] = _OVERLAP["max"], 0
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(m).encode()]
+
+
 def printer(environ, start_response):
     ident = qs(environ).get("id", "x")
     print(f"print-marker-{ident}")
@@ -646,6 +672,8 @@ ROUTES = {
     "/cl_too_long": cl_too_long,
     "/bad": bad,
     "/sleep": sleep,
+    "/overlap": overlap,
+    "/overlap/max": overlap_max,
     "/latin1_header": latin1_header,
     "/dyn_headers": dyn_headers,
     "/str_body": str_body,
