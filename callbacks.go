@@ -23,12 +23,13 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// current returns the request the worker behind h is serving, or nil.
-func current(h C.uintptr_t) *request {
+// current returns the worker behind h and the request it is serving; the
+// request is nil if there is none (and then the worker may be nil too).
+func current(h C.uintptr_t) (*worker, *request) {
 	if w := workerFor(h); w != nil {
-		return w.cur
+		return w, w.cur
 	}
-	return nil
+	return nil, nil
 }
 
 // recoverTo turns a panic in a callback into an error code for C.
@@ -42,7 +43,7 @@ func recoverTo[T ~int64 | ~int32 | ~int](code *T) {
 //export cs_go_read
 func cs_go_read(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
 	defer recoverTo(&rc)
-	rq := current(h)
+	_, rq := current(h)
 	if rq == nil {
 		return C.CS_ERR_BAD_STATE
 	}
@@ -112,11 +113,10 @@ func noSniff(h http.Header) {
 func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C.longlong,
 	body *C.char, blen C.size_t, flush C.int) (rc C.long) {
 	defer recoverTo(&rc)
-	w := workerFor(h)
-	if w == nil || w.cur == nil {
+	w, rq := current(h)
+	if rq == nil {
 		return C.CS_ERR_BAD_STATE
 	}
-	rq := w.cur
 	if status != 0 {
 		if code := rq.start(int(status), unsafe.Slice(hdrs, int(nh)*2), int64(clen)); code != C.CS_OK {
 			return code
@@ -227,11 +227,10 @@ func writeErr(err error) C.long {
 //export cs_go_sendfile
 func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.longlong) {
 	defer recoverTo(&rc)
-	w := workerFor(h)
-	if w == nil || w.cur == nil || w.cur.status == 0 {
+	w, rq := current(h)
+	if rq == nil || rq.status == 0 {
 		return C.CS_ERR_BAD_STATE
 	}
-	rq := w.cur
 	if !bodyAllowed(rq.status) || count == 0 {
 		return 0
 	}
@@ -265,7 +264,7 @@ func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.lon
 //export cs_go_abort
 func cs_go_abort(h C.uintptr_t) {
 	defer func() { _ = recover() }()
-	if rq := current(h); rq != nil {
+	if _, rq := current(h); rq != nil {
 		rq.aborted = true
 	}
 }

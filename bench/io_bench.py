@@ -34,15 +34,15 @@ def caddyfile(site: str) -> str:
     return "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n" + site
 
 
+CONFIG_DIR = tempfile.TemporaryDirectory(prefix="io_bench-")  # removed at exit
+
+
 def start(cmd, cfg_text=None):
-    path = None
     if cfg_text is not None:
-        fd, path = tempfile.mkstemp(suffix=".caddyfile")
-        os.write(fd, cfg_text.encode())
-        os.close(fd)
-        cmd = cmd + ["--config", path, "--adapter", "caddyfile"]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    return p
+        path = Path(CONFIG_DIR.name) / f"{abs(hash(cfg_text))}.caddyfile"
+        path.write_text(cfg_text)
+        cmd = cmd + ["--config", str(path), "--adapter", "caddyfile"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def wait_ready(port, timeout=60):
