@@ -43,6 +43,11 @@ type asgiRequest struct {
 	bodyLeft int64     // request body bytes still expected, -1 if unknown
 	body     bodyLimit // response body against the declared Content-Length
 	rc       *http.ResponseController
+	// What the batch being handled wrote and has yet to settle: one flush
+	// and one acknowledgement for all of its streamed chunks (settle).
+	unflushed bool
+	acks      int   // streamed chunks written, not yet acknowledged
+	ackRef    pyRef // the last one's ref, sent back with the acknowledgement
 }
 
 // The app's messages (asgiCmd kinds), as C numbers them (caddysnake.h).
@@ -247,14 +252,15 @@ func (rq *asgiRequest) run() error {
 		select {
 		case <-rq.cmds.ready:
 			batch := rq.cmds.take()
-			for i := range batch {
-				if rq.handle_(&batch[i]) {
-					// Finished: the app completed the response (its
-					// receive() now returns http.disconnect without a word
-					// from Go), it ended, or the write failed (which
-					// already told it).
-					return nil
-				}
+			done := false
+			for i := 0; i < len(batch) && !done; i++ {
+				done = rq.handle_(&batch[i])
+			}
+			// Finished: the app completed the response (its receive() now
+			// returns http.disconnect without a word from Go), it ended, or
+			// a write failed (which already told it).
+			if rq.settle() || done {
+				return nil
 			}
 		case <-gone:
 			rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
@@ -287,6 +293,8 @@ func (rq *asgiRequest) clientClosed() {
 // dropQueued hands back the refs of the messages the request never handled
 // (it ended early: a disconnect, a failed write, the app's failure).
 func (rq *asgiRequest) dropQueued() {
+	rq.loop.release(rq.ackRef) // a batch that ended in a panic did not settle
+	rq.ackRef = nil
 	waiting, batch := rq.cmds.close()
 	for _, cs := range [2][]asgiCmd{waiting, batch} {
 		for _, c := range cs {
@@ -330,6 +338,11 @@ func (rq *asgiRequest) handle_(c *asgiCmd) bool {
 		rq.sendFile(c.path)
 		return true
 	case cmdWantBody:
+		// What was written goes out before Go waits on the client, who may
+		// be waiting for it (a full-duplex stream).
+		if rq.settle() {
+			return true
+		}
 		ref := c.ref
 		c.ref = nil
 		rq.readBody(c.body, ref)
@@ -343,7 +356,8 @@ func (rq *asgiRequest) handle_(c *asgiCmd) bool {
 			_, _ = io.WriteString(rq.w, "Internal Server Error")
 			return true
 		}
-		panic(http.ErrAbortHandler) // truncate what the client got
+		rq.settle()                 // the client gets what was sent,
+		panic(http.ErrAbortHandler) // then a truncated response
 	}
 	return false
 }
@@ -374,36 +388,55 @@ func (rq *asgiRequest) flush() error {
 	return rq.rc.Flush()
 }
 
-// writeBody writes a chunk; a more_body chunk is flushed and acknowledged so
-// the app's send() returns only when the client has taken it (backpressure).
-// ref (nil, or the reference keeping b alive) goes back to the loop with the
-// acknowledgement, or else alone; deferred, so a writer that panics does not
-// leak it.
+// writeBody writes a chunk. A more_body chunk is acknowledged once it is
+// flushed (settle), so the app's send() waits only when the client is slow
+// (backpressure); the chunks of one batch share that flush. ref (nil, or the
+// reference keeping b alive) is not needed once Write returns (io.Writer
+// does not keep b), but the last streamed one rides back with the
+// acknowledgement, saving an event; others go back alone, deferred, so a
+// writer that panics does not leak them.
 func (rq *asgiRequest) writeBody(b []byte, more bool, ref pyRef) bool {
-	back := C.int(C.CS_EV_RELEASE)
-	defer func() {
-		if ref != nil || back == C.CS_EV_SEND_DONE {
-			rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), app: ref, kind: back})
-		}
-	}()
+	defer func() { rq.loop.release(ref) }()
 	rq.commit()
 	var err error
 	if len(b) > 0 && bodyAllowed(rq.status) { // 204/304 bodies are dropped
 		err = rq.body.write(rq.w, b)
 	}
-	if more || rq.trailers {
-		if err == nil {
-			err = rq.flush()
-		}
-	}
 	if err != nil {
+		rq.unflushed, rq.acks = false, 0
+		rq.loop.release(rq.ackRef)
+		rq.ackRef = nil
 		rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
 		return true
 	}
+	// Announced trailers need a chunked body: flushed before the handler
+	// returns, it is not given a Content-Length.
+	rq.unflushed = rq.unflushed || more || rq.trailers
 	if more {
-		back = C.CS_EV_SEND_DONE
+		rq.acks++
+		ref, rq.ackRef = rq.ackRef, ref
 	}
 	return !more && !rq.trailers
+}
+
+// settle flushes what the batch wrote and acknowledges its streamed chunks
+// in one event. It reports a failed flush (the app has been told).
+func (rq *asgiRequest) settle() bool {
+	if rq.unflushed {
+		rq.unflushed = false
+		if err := rq.flush(); err != nil {
+			rq.loop.release(rq.ackRef)
+			rq.acks, rq.ackRef = 0, nil
+			rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
+			return true
+		}
+	}
+	if rq.acks > 0 {
+		rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), app: rq.ackRef,
+			kind: C.CS_EV_SEND_DONE, flags: C.int(rq.acks)})
+		rq.acks, rq.ackRef = 0, nil
+	}
+	return false
 }
 
 // readBody reads the next chunk of the request body for the app; it is

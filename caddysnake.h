@@ -123,7 +123,8 @@ enum {
     CS_EV_NEW = 1,        /* data: packed scope fields; flags: CS_NEW_* */
     CS_EV_BODY = 2,       /* data: body bytes, or app: the filled buffer (len bytes) of
                            * CS_MSG_WANT_BODY; flags: 1 if more body follows */
-    CS_EV_SEND_DONE = 3,  /* a more_body send has been written; app: its chunk's ref */
+    CS_EV_SEND_DONE = 3,  /* flags: how many of the oldest queued sends Go has now
+                           * written; app: NULL or the last one's ref */
     CS_EV_DISCONNECT = 4, /* client gone, an I/O error, or a WebSocket closed */
     CS_EV_RELEASE = 5,    /* drop the reference in app, after all earlier events */
     CS_EV_WS_MSG = 6,     /* data: a WebSocket message; flags: 1 if text (UTF-8) */
@@ -137,7 +138,7 @@ enum { CS_NEW_HAS_BODY = 1, CS_NEW_TRAILERS = 2, CS_NEW_TLS = 4, CS_NEW_WEBSOCKE
  * is over); for any other kind NULL or a reference the event hands to the
  * loop, which drops it when it takes the event (CS_EV_RELEASE: Go's
  * reference to an app, or a body chunk's ref; CS_EV_SEND_DONE: the ref of
- * the chunk just written). */
+ * the last chunk it acknowledges). */
 typedef struct {
     uintptr_t handle;
     cs_obj app;

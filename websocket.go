@@ -97,10 +97,14 @@ func (rq *asgiRequest) runWS(o wsOptions) error {
 					rq.handle_(c) // mid denial response: aborts
 				default: // websocket.http.response.start / .body
 					if rq.handle_(c) {
+						rq.settle()
 						rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
 						return nil
 					}
 				}
+			}
+			if rq.settle() { // the denial response's streamed chunks
+				return nil
 			}
 		case <-gone:
 			rq.pushDisconnect(int(websocket.StatusAbnormalClosure), "")
@@ -191,7 +195,7 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 						<-readerDone
 						return nil
 					}
-					rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), kind: C.CS_EV_SEND_DONE, app: ref})
+					rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), kind: C.CS_EV_SEND_DONE, app: ref, flags: 1})
 				case cmdWSClose:
 					return closeWith(websocket.StatusCode(c.status), c.path)
 				case cmdDone:

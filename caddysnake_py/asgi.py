@@ -13,8 +13,10 @@ first one schedules with ``call_soon`` (C calls ``_flush_soon`` for it), so
 one loop iteration's messages reach Go with one eventfd write.
 
 Flow control: the body is read from the client only while the app waits in
-``receive()``, one chunk at a time; a ``more_body`` send returns only after Go
-has written (and flushed) it, so a slow client slows the app.
+``receive()``, one chunk at a time; a ``more_body`` send returns once Go holds
+no more than a small window of the response (``STREAM_WINDOW``,
+``STREAM_BYTES``), so a slow client slows the app. Go writes the chunks that
+reach it together with one flush, and acknowledges them with one event.
 """
 
 import asyncio
@@ -41,8 +43,10 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}  # HTTP and WebSocket s
 LIFESPAN_VERSION = {"version": "3.0", "spec_version": "2.0"}  # the lifespan spec's own
 LIFESPAN_OFF, LIFESPAN_ON, LIFESPAN_AUTO = 0, 1, 2
 
-# Streamed response chunks Go may hold for a request beyond the one it writes.
+# What Go may hold of a streamed response for a request beyond the chunk it
+# writes: any number of chunks up to STREAM_BYTES, else STREAM_WINDOW chunks.
 STREAM_WINDOW = 2
+STREAM_BYTES = 64 * 1024
 
 _loop = None
 _conns = {}  # handle -> _Conn, for requests whose app is still running
@@ -154,7 +158,7 @@ class _Exchange:
     """What an HTTP request and a WebSocket connection share: the app's task,
     and futures the Go-side events resolve."""
 
-    __slots__ = ("handle", "flags", "scope", "waiter", "unwritten")
+    __slots__ = ("handle", "flags", "scope", "waiter", "queued", "queued_bytes", "taken", "drained", "send_error")
 
     # Whether Go must hear that the app returned even when it succeeded.
     SIGNAL_END = True
@@ -164,9 +168,15 @@ class _Exchange:
         self.flags = flags
         self.scope = None
         self.waiter = None  # a receive() waiting for an event
-        # one future per chunk Go has queued but not yet written, oldest first
-        # (Go acknowledges in order with CS_EV_SEND_DONE)
-        self.unwritten = collections.deque()
+        # Sizes of the messages queued for Go and not yet written, oldest
+        # first: Go acknowledges them in order, several at once
+        # (CS_EV_SEND_DONE). Counters rather than a future per message: a
+        # stream of many small chunks costs no future, wake-up or event each.
+        self.queued = collections.deque()
+        self.queued_bytes = 0
+        self.taken = 0  # messages Go has acknowledged so far
+        self.drained = None  # the future send()s wait on for the next acknowledgement
+        self.send_error = None  # set when no queued message will be written
 
     async def run(self, runner, fields):
         failed = True
@@ -204,34 +214,58 @@ class _Exchange:
             self.waiter = _loop.create_future()
         return self.waiter
 
-    def _sent(self, error=None):
-        """Go wrote the oldest queued chunk; with an error, every one failed."""
-        while self.unwritten:
-            w = self.unwritten.popleft()
-            if error is None:
-                w.set_result(None)
-                return
-            w.set_exception(error)
-            w.exception()  # nobody may await it: no "never retrieved" log
+    def _sent(self, n=1, error=None):
+        """Go wrote the n oldest queued messages; with an error, none of the
+        queued ones will be written."""
+        if error is not None:
+            if self.send_error is None:
+                self.send_error = error
+            self.queued.clear()
+            self.queued_bytes = 0
+        elif self.send_error is None:
+            self.taken += n
+            for _ in range(n):
+                self.queued_bytes -= self.queued.popleft()
+        w, self.drained = self.drained, None
+        if w is not None and not w.done():
+            w.set_result(None)
 
-    async def _send_and_wait(self, call, *args):
+    def _queue(self, call, args, size):
+        """Queue a message for Go; returns its number (see taken)."""
+        if self.send_error is not None:
+            raise self.send_error
+        call(self.handle, *args)
+        self.queued.append(size)
+        self.queued_bytes += size
+        return self.taken + len(self.queued)
+
+    async def _next_ack(self, mine):
+        """Wait for Go's next acknowledgement; raise if message number mine
+        will never be written (one that was is not failed by a later error)."""
+        if self.send_error is None:
+            if self.drained is None:
+                self.drained = _loop.create_future()
+            await self.drained
+        if self.send_error is not None and self.taken < mine:
+            raise self.send_error
+
+    async def _send_and_wait(self, call, *args, size=0):
         """Queue one message and return once Go has written it."""
-        w = _loop.create_future()
-        self.unwritten.append(w)
-        call(self.handle, *args)
-        await w  # a slow client slows the app
+        mine = self._queue(call, args, size)
+        while self.taken < mine:
+            await self._next_ack(mine)  # a slow client slows the app
 
-    async def _send_streamed(self, call, *args):
-        """Queue a body chunk, returning once all but the last STREAM_WINDOW
-        queued chunks are written: Go always has the next chunk at hand when
-        it finishes one (no idle round trip through the loop per chunk), and
-        a slow client still slows the app, with at most STREAM_WINDOW + 1
-        chunks held per request."""
-        w = _loop.create_future()
-        self.unwritten.append(w)
-        call(self.handle, *args)
-        while len(self.unwritten) > STREAM_WINDOW:
-            await self.unwritten[0]
+    async def _send_streamed(self, call, *args, size):
+        """Queue a body chunk. Return at once while Go holds, beyond it, at
+        most STREAM_WINDOW chunks or STREAM_BYTES in all, else once Go has
+        written enough: a slow client slows the app, and what is held per
+        request is bounded. Go always has the next chunk at hand when it
+        finishes one, and many small chunks reach it together, to be written
+        with one flush (as uvicorn buffers up to its transport's 64 KiB
+        high-water mark)."""
+        mine = self._queue(call, args, size)
+        while len(self.queued) > STREAM_WINDOW and self.queued_bytes > STREAM_BYTES:
+            await self._next_ack(mine)
 
 
 class _Conn(_Exchange):
@@ -275,8 +309,8 @@ class _Conn(_Exchange):
         self.disconnected = True
         if self.waiter is not None:
             self._wake()
-        if self.unwritten:
-            self._sent(ClientDisconnected("the response is over"))
+        if self.queued:
+            self._sent(error=ClientDisconnected("the response is over"))
 
     def what(self):
         s = self.scope
@@ -293,11 +327,11 @@ class _Conn(_Exchange):
             self.body_done = not more
             self._wake()
         elif kind == EV_SEND_DONE:
-            self._sent()
+            self._sent(flags)
         elif kind == EV_DISCONNECT:
             self.disconnected = True
             self._wake()
-            self._sent(ClientDisconnected("client disconnected"))
+            self._sent(error=ClientDisconnected("client disconnected"))
 
     def _finish(self):
         """The response is complete: a receive() waiting for the body (or
@@ -341,7 +375,7 @@ class _Conn(_Exchange):
             if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
                 raise TypeError("http.response.body 'body' must be bytes, not %s" % type(body).__name__)
             if message.get("more_body", False):
-                await self._send_streamed(_caddysnake.asgi_body, body, True)
+                await self._send_streamed(_caddysnake.asgi_body, body, True, size=len(body))
             else:
                 _caddysnake.asgi_body(self.handle, body, False)
                 if not self.trailers:
@@ -415,7 +449,7 @@ class _WSConn(_Exchange):
         if not self.closed:
             self.closed, self.code = True, 1011 if failed else 1000
         self._wake()
-        self._sent(ClientDisconnected("WebSocket closed (%d)" % self.code))
+        self._sent(error=ClientDisconnected("WebSocket closed (%d)" % self.code))
 
     def what(self):
         return "WebSocket %s" % (self.scope["path"] if self.scope else "?")
@@ -428,14 +462,14 @@ class _WSConn(_Exchange):
                 self.queue.append({"type": "websocket.receive", "bytes": data})
             self._wake()
         elif kind == EV_SEND_DONE:
-            self._sent()
+            self._sent(flags)
         elif kind == EV_DISCONNECT:
             if not self.closed:
                 self.closed = True
                 self.code = flags or 1005
                 self.reason = data.decode("utf-8", "replace") if data else ""
             self._wake()
-            self._sent(ClientDisconnected("WebSocket closed (%d)" % self.code))
+            self._sent(error=ClientDisconnected("WebSocket closed (%d)" % self.code))
 
     def _check_subprotocol(self, headers):
         """The subprotocol chosen (by 'subprotocol' or a header) must be one
@@ -516,7 +550,10 @@ class _WSConn(_Exchange):
                 raise RuntimeError("websocket.http.response.body before websocket.http.response.start")
             body = message.get("body", b"")
             more = bool(message.get("more_body", False))
-            _caddysnake.asgi_body(self.handle, body, more)
+            if more:
+                await self._send_streamed(_caddysnake.asgi_body, body, True, size=len(body))
+            else:
+                _caddysnake.asgi_body(self.handle, body, False)
             if not more:
                 self.closed, self.code = True, 1000
         else:

@@ -275,6 +275,31 @@ async def bigstream(scope, receive, send):
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+# /firehose progress by ?id=: bytes the app's send()s have returned for.
+FIREHOSE = {}
+
+
+async def firehose(scope, receive, send):
+    """?total= bytes in ?size=-byte more_body chunks, sent in a tight loop
+    (no await but send), recording progress under ?id= for /firehose-progress:
+    shows how many small sends Go coalesces, and what it holds for a client
+    that does not read."""
+    q = qs(scope)
+    size, total, ident = int(q.get("size", "10")), int(q.get("total", "10000")), q.get("id", "")
+    chunk = b"x" * (size - 1) + b"\n"
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    FIREHOSE[ident] = 0
+    for _ in range(total // size):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        FIREHOSE[ident] += size
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def firehose_progress(scope, receive, send):
+    await respond(send, 200, str(FIREHOSE.get(qs(scope).get("id", ""), -1)).encode())
+
+
 # One bytes object every /shared-block chunk is: the bridge passes large
 # chunks to Go by reference, so its refcount shows whether each reference
 # was given back (see test_zero_copy_*).
@@ -459,6 +484,8 @@ ROUTES = {
     "/trailers": trailers,
     "/sleep": sleep,
     "/bigstream": bigstream,
+    "/firehose": firehose,
+    "/firehose-progress": firehose_progress,
     "/shared-block": shared_block,
     "/shared-refs": shared_refs,
     "/malloc": malloc_stats,
