@@ -304,13 +304,20 @@ static int header_item(PyObject *s, cs_str *out) {
     return 1;
 }
 
+/* A streamed chunk (after the headers) smaller than this is queued for Go's
+ * writer with the GIL held (cs_go_stream); a larger one is written by Go
+ * directly, without the GIL (Go's bigWrite). */
+#define CS_STREAM_MAX (128 * 1024)
+
 /* Request.send(status, headers, body, flush) -> None
  *   status   int; 0 when the headers were already sent
  *   headers  list of (name, value) str pairs, or None when status is 0
  *   body     bytes-like (may be empty)
  *   flush    push the bytes to the client now (streaming)
  * One crossing sends the headers together with the first body chunk.
- * GIL: held in/out, released while Go writes. */
+ * GIL: held in/out; released while Go writes, or while a streamed chunk
+ * waits for room in Go's queue (it is copied into it with the GIL held: that
+ * never blocks, and saves a GIL hand-off per chunk). */
 #define CS_STACK_HEADERS 32
 static PyObject *request_send(RequestObject *self, PyObject *const *args,
                               Py_ssize_t nargs) {
@@ -375,10 +382,19 @@ static PyObject *request_send(RequestObject *self, PyObject *const *args,
         goto fail;
     }
     long rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = cs_go_send(self->h, status, hdrs, (size_t)nh, clen, (char *)body.buf,
-                    (size_t)body.len, flush);
-    Py_END_ALLOW_THREADS
+    if (status == 0 && flush && body.len > 0 && body.len < CS_STREAM_MAX) {
+        rc = cs_go_stream(self->h, (char *)body.buf, (size_t)body.len);
+        if (rc == CS_STREAM_WAIT) {
+            Py_BEGIN_ALLOW_THREADS
+            rc = cs_go_stream_wait(self->h);
+            Py_END_ALLOW_THREADS
+        }
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        rc = cs_go_send(self->h, status, hdrs, (size_t)nh, clen, (char *)body.buf,
+                        (size_t)body.len, flush);
+        Py_END_ALLOW_THREADS
+    }
     self->busy = 0;
     PyBuffer_Release(&body);
     if (hdrs != stack) {

@@ -33,6 +33,7 @@ enum { CS_LOG_DEBUG = 0, CS_LOG_INFO = 1, CS_LOG_WARN = 2, CS_LOG_ERROR = 3 };
 enum {
     CS_OK = 0,
     CS_OK_FLUSH = 1,           /* queued as the first message since the last flush: flush soon */
+    CS_STREAM_WAIT = 2,        /* queued, and the queue is full: wait (cs_go_stream_wait) */
     CS_ERR_CLIENT_GONE = -1,   /* client disconnected: ClientDisconnected (OSError) */
     CS_ERR_BAD_HEADER = -2,    /* invalid response header name/value: ValueError */
     CS_ERR_BAD_STATE = -3,     /* call out of order (e.g. body before headers): RuntimeError */

@@ -124,6 +124,9 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 	} else if rq.status == 0 {
 		return C.CS_ERR_BAD_STATE
 	}
+	if err := rq.ownWriter(); err != nil {
+		return writeErr(err)
+	}
 	if blen > 0 && bodyAllowed(rq.status) {
 		if rq.r.Context().Err() != nil {
 			return C.CS_ERR_CLIENT_GONE
@@ -140,10 +143,7 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 	// Skip the flush when the declared length is reached: the handler's
 	// return flushes the tail together with the headers in one write.
 	if flush != 0 && (rq.body.length < 0 || rq.body.written < rq.body.length) {
-		if rq.rc == nil {
-			rq.rc = http.NewResponseController(rq.w)
-		}
-		if err := rq.rc.Flush(); err != nil {
+		if err := rq.flush(); err != nil {
 			return writeErr(err)
 		}
 	}
@@ -202,6 +202,13 @@ type bodyLimit struct {
 // dropped (and logged once), as gunicorn does, so an app that miscounts still
 // delivers the response it promised instead of a broken connection.
 func (l *bodyLimit) write(w http.ResponseWriter, b []byte) error {
+	_, err := w.Write(l.clip(b))
+	return err
+}
+
+// clip cuts b at the declared Content-Length and counts what is left as
+// written.
+func (l *bodyLimit) clip(b []byte) []byte {
 	if l.length >= 0 && l.written+int64(len(b)) > l.length {
 		if !l.warned {
 			l.warned = true
@@ -210,9 +217,8 @@ func (l *bodyLimit) write(w http.ResponseWriter, b []byte) error {
 		}
 		b = b[:max(0, l.length-l.written)]
 	}
-	n, err := w.Write(b)
-	l.written += int64(n)
-	return err
+	l.written += int64(len(b))
+	return b
 }
 
 // writeErr classifies a write failure: writing past the declared
@@ -233,6 +239,9 @@ func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.lon
 	}
 	if !bodyAllowed(rq.status) || count == 0 {
 		return 0
+	}
+	if err := rq.ownWriter(); err != nil {
+		return C.longlong(writeErr(err))
 	}
 	if count < 0 || count >= bigWrite {
 		w.yield() // as for a large chunk in cs_go_send

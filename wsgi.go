@@ -26,6 +26,10 @@ type request struct {
 	body    bodyLimit // body bytes written against the declared Content-Length
 	aborted bool      // the app failed after the response began
 	rc      *http.ResponseController
+	// streaming: stream's writer has been used (it writes small streamed
+	// chunks for the app's thread, see stream.go).
+	streaming bool
+	stream    streamer
 }
 
 var requestPool = sync.Pool{New: func() any {
@@ -37,6 +41,13 @@ func newRequest(w http.ResponseWriter, r *http.Request) *request {
 	rq.w, rq.r = w, r
 	rq.status, rq.body, rq.aborted, rq.rc = 0, bodyLimit{length: -1}, false, nil
 	return rq
+}
+
+func (rq *request) flush() error {
+	if rq.rc == nil {
+		rq.rc = http.NewResponseController(rq.w)
+	}
+	return rq.rc.Flush()
 }
 
 func (rq *request) release() {
@@ -55,6 +66,10 @@ func (w *worker) serve(ts C.cs_tstate, rq *request) {
 	// w.env is Go memory without Go pointers, borrowed by C for the call only.
 	C.cs_wsgi_handle(ts, w.pool.app.obj, (*C.char)(unsafe.Pointer(unsafe.SliceData(w.env))),
 		C.size_t(len(w.env)), C.uintptr_t(w.handle), hasBody)
+	if rq.streaming { // what the app streamed goes out before the request ends
+		rq.stream.stop()
+		rq.streaming = false
+	}
 	if rq.status == 0 && !rq.aborted {
 		// The driver always answers; this is the last line of defence.
 		rq.w.WriteHeader(http.StatusInternalServerError)

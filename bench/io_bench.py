@@ -4,7 +4,7 @@
     bench/.venv/bin/python bench/io_bench.py [--caddy ./caddy] [--rounds 3]
 
 Serves bench/apps/flask_io.py (views that wait 2 ms, wait 1 ms then compute
-1 ms, compute 2 ms, and send 1 MiB) with the same thread count everywhere
+1 ms, compute 2 ms, send 1 MiB, and stream 100 small pieces) with the same thread count everywhere
 (--threads, default 4: caddysnake `threads`, gunicorn gthread `--threads`,
 Granian `--blocking-threads`), one Python process each, and alternates the
 three servers in rounds. Prints median req/s and p99 per view, and the ratio
@@ -26,7 +26,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 APPS = BENCH / "apps"
 VPY = BENCH / ".venv" / "bin" / "python"
-VIEWS = ["sleep", "mixed", "cpu", "big"]
+VIEWS = ["sleep", "mixed", "cpu", "big", "stream"]
 CADDY_PORT, PROXY_PORT, GUNICORN_PORT, GRANIAN_PORT = 9481, 9482, 9483, 9484
 
 

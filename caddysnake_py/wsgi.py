@@ -148,7 +148,9 @@ class _Response:
         return self.write
 
     def write(self, data):
-        """The legacy write() callable: sent and flushed before it returns."""
+        """The legacy write() callable: the bytes are on their way to the
+        client (or queued for a writer that sends them at once) when it
+        returns, as PEP 3333 allows."""
         if data or type(data) is not bytes:  # None or str still raise TypeError
             self._send(data, True)
 

@@ -68,6 +68,18 @@ def free_port() -> int:
             return port
 
 
+def dechunk(body):
+    """The chunks of a chunked HTTP/1.1 body, as framed on the wire."""
+    chunks = []
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return chunks
+        chunks.append(body[:size])
+        body = body[size + 2:]
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05,
                message: str = "condition") -> object:
     """Poll ``predicate`` until it returns a truthy value or ``timeout`` elapses."""

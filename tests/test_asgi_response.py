@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import raw_request, read_first_chunk_and_close, wait_until
+from conftest import dechunk, raw_request, read_first_chunk_and_close, wait_until
 
 
 def read_events(server, ident):
@@ -65,18 +65,6 @@ def read_stream_with_times(port, path, timeout=15.0):
     finally:
         s.close()
     return got
-
-
-def dechunk(body):
-    """The chunks of a chunked HTTP/1.1 body, as framed on the wire."""
-    chunks = []
-    while True:
-        size_line, _, body = body.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            return chunks
-        chunks.append(body[:size])
-        body = body[size + 2:]
 
 
 def test_streaming_chunks_arrive_as_sent(asgi_server):

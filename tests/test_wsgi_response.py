@@ -3,12 +3,14 @@ file_wrapper, bodiless statuses, Content-Length and header validation."""
 
 import hashlib
 import random
+import socket
+import time
 import uuid
 
 import httpx
 import pytest
 
-from conftest import read_events, wait_until
+from conftest import dechunk, read_events, wait_until
 
 
 def req(path: str, method: str = "GET", extra: str = "") -> bytes:
@@ -313,6 +315,44 @@ def test_streaming_without_content_length_is_chunked(raw_server):
     assert resp.chunked
     assert resp.complete
     assert resp.body == b"chunk-0;chunk-1;chunk-2;"
+
+
+def test_small_chunks_yielded_together_share_writes(raw_server):
+    """10,000 ten-byte chunks yielded in a row reach the client whole and in
+    order, and chunks yielded while the last ones were being written go out
+    together: not one write and flush per chunk (10,000 chunks on the wire)."""
+    resp = raw_server.raw(req("/firehose?size=10&total=100000"))
+    assert resp.status == 200 and resp.chunked and resp.complete
+    chunks = dechunk(resp.after_headers)
+    assert b"".join(chunks) == (b"x" * 9 + b"\n") * 10000
+    assert len(chunks) < 5000, f"{len(chunks)} chunks on the wire for 10,000 yielded in a row"
+
+
+def test_stream_to_a_client_that_does_not_read_is_bounded(raw_server):
+    """The app gets ahead of a client that reads nothing by the kernel's
+    socket buffers and a bounded queue, then waits: 256 MiB of 4 KiB chunks
+    are not buffered."""
+    ident = uuid.uuid4().hex[:12]
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", raw_server.port))
+    try:
+        s.sendall(req(f"/firehose?size=4096&total={256 << 20}&id={ident}"))
+
+        def progress():
+            return int(httpx.get(raw_server.url("/firehose/progress"), params={"id": ident}, timeout=10).text)
+
+        wait_until(lambda: progress() > 0, timeout=10)
+        last = -1
+        while (now := progress()) != last:  # until the app is held up
+            last = now
+            time.sleep(0.5)
+        assert now < 32 << 20, f"{now} bytes yielded to a client that reads nothing"
+        assert s.recv(1 << 20)  # the response is flowing
+    finally:
+        s.close()
+    assert_still_serving(raw_server)
 
 
 # ---------------------------------------------------------------- invalid status / headers

@@ -1,4 +1,5 @@
-"""Flask views that wait, compute, or send a large body (bench/io_bench.py)."""
+"""Flask views that wait, compute, send a large body or stream small pieces
+(bench/io_bench.py)."""
 
 import time
 
@@ -39,3 +40,13 @@ def cpu():
 def big():
     """A 1 MiB response."""
     return Response(BIG, mimetype="application/octet-stream")
+
+
+@app.get("/stream")
+def stream():
+    """100 small pieces from a generator (server-sent events, a streamed
+    template or CSV): each one a chunk of its own."""
+    def gen():
+        for i in range(100):
+            yield b"data: %d\n\n" % i
+    return Response(gen(), mimetype="text/event-stream")

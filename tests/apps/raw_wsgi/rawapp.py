@@ -321,6 +321,32 @@ def stream(environ, start_response):
     return gen()
 
 
+# /firehose progress by ?id=: bytes the app has yielded so far.
+FIREHOSE = {}
+
+
+def firehose(environ, start_response):
+    """?total= bytes in ?size=-byte chunks yielded in a tight loop, progress
+    recorded under ?id= for /firehose/progress: shows how many small chunks
+    the server coalesces, and how far the app gets ahead of a client that
+    does not read."""
+    q = qs(environ)
+    size, total, ident = int(q.get("size", "10")), int(q.get("total", "10000")), q.get("id", "")
+    chunk = b"x" * (size - 1) + b"\n"
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def gen():
+        FIREHOSE[ident] = 0
+        for _ in range(total // size):
+            yield chunk
+            FIREHOSE[ident] += size
+    return gen()
+
+
+def firehose_progress(environ, start_response):
+    return respond_text(start_response, str(FIREHOSE.get(qs(environ).get("id", ""), -1)))
+
+
 def big(environ, start_response):
     size = min(int(qs(environ).get("size", str(1 << 20))), 64 << 20)
     block = bytes(range(256)) * 256  # 64 KiB
@@ -666,6 +692,8 @@ ROUTES = {
     "/empty_yields": empty_yields,
     "/stream": stream,
     "/big": big,
+    "/firehose": firehose,
+    "/firehose/progress": firehose_progress,
     "/multi_headers": multi_headers,
     "/status": status,
     "/cl_exact": cl_exact,
