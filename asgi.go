@@ -413,10 +413,19 @@ func (rq *asgiRequest) writeBody(b []byte, more bool, ref pyRef) bool {
 	// returns, it is not given a Content-Length.
 	rq.unflushed = rq.unflushed || more || rq.trailers
 	if more {
-		rq.acks++
-		ref, rq.ackRef = rq.ackRef, ref
+		rq.taken(ref)
+		ref = nil
 	}
 	return !more && !rq.trailers
+}
+
+// taken counts a streamed chunk or WebSocket message as written, for settle
+// to acknowledge; its ref (nil or the reference keeping it alive) rides
+// back with the acknowledgement if it is the batch's last.
+func (rq *asgiRequest) taken(ref pyRef) {
+	rq.acks++
+	rq.loop.release(rq.ackRef)
+	rq.ackRef = ref
 }
 
 // settle flushes what the batch wrote and acknowledges its streamed chunks

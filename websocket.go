@@ -160,6 +160,7 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 		go keepAlive(ctx, conn, o.pingInterval, o.pingTimeout)
 	}
 	closeWith := func(code websocket.StatusCode, reason string) error {
+		rq.settle() // what was written before is acknowledged
 		if !rq.wsEnded.Load() { // after a protocol error there is nothing to close politely
 			_ = conn.Close(code, reason) // waits (bounded) for the client's close frame
 		}
@@ -186,6 +187,7 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 					}
 					// A large message is a view of the app's object: its
 					// ref goes back with the acknowledgement (or alone).
+					// The batch's messages are acknowledged together.
 					ref := c.ref
 					c.ref = nil
 					if err := conn.Write(ctx, typ, c.body); err != nil {
@@ -195,7 +197,7 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 						<-readerDone
 						return nil
 					}
-					rq.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), kind: C.CS_EV_SEND_DONE, app: ref, flags: 1})
+					rq.taken(ref)
 				case cmdWSClose:
 					return closeWith(websocket.StatusCode(c.status), c.path)
 				case cmdDone:
@@ -205,6 +207,7 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 					return closeWith(websocket.StatusNormalClosure, "")
 				}
 			}
+			rq.settle()
 		case <-readerDone: // the client closed, dropped, or broke the protocol
 			return nil
 		case <-rq.closing: // reload or stop: the client should reconnect

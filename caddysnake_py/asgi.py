@@ -249,20 +249,15 @@ class _Exchange:
         if self.send_error is not None and self.taken < mine:
             raise self.send_error
 
-    async def _send_and_wait(self, call, *args, size=0):
-        """Queue one message and return once Go has written it."""
-        mine = self._queue(call, args, size)
-        while self.taken < mine:
-            await self._next_ack(mine)  # a slow client slows the app
-
     async def _send_streamed(self, call, *args, size):
-        """Queue a body chunk. Return at once while Go holds, beyond it, at
-        most STREAM_WINDOW chunks or STREAM_BYTES in all, else once Go has
-        written enough: a slow client slows the app, and what is held per
-        request is bounded. Go always has the next chunk at hand when it
-        finishes one, and many small chunks reach it together, to be written
-        with one flush (as uvicorn buffers up to its transport's 64 KiB
-        high-water mark)."""
+        """Queue a body chunk or WebSocket message. Return at once while Go
+        holds, beyond it, at most STREAM_WINDOW of them or STREAM_BYTES in
+        all, else once Go has written enough: a slow client slows the app,
+        and what is held per request is bounded. Go always has the next one
+        at hand when it finishes one, and many small ones reach it together
+        (body chunks are then written with one flush). uvicorn and the
+        websockets library likewise return at once until their transport
+        holds 64 KiB."""
         mine = self._queue(call, args, size)
         while len(self.queued) > STREAM_WINDOW and self.queued_bytes > STREAM_BYTES:
             await self._next_ack(mine)
@@ -510,7 +505,7 @@ class _WSConn(_Exchange):
                     raise TypeError("websocket.send needs 'bytes' (bytes) or 'text' (str)")
             elif not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError("websocket.send 'bytes' must be bytes, not %s" % type(data).__name__)
-            await self._send_and_wait(_caddysnake.asgi_ws, WS_SEND, 0, data)
+            await self._send_streamed(_caddysnake.asgi_ws, WS_SEND, 0, data, size=len(data))
         elif kind == "websocket.accept":
             if self.accepted or self.denying:
                 raise RuntimeError("websocket.accept sent twice or after an HTTP response")

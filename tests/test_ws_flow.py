@@ -53,6 +53,22 @@ def test_slow_reader_slows_the_app(ws_server):
     assert total > at1, "the app was not resumed once the client read"
 
 
+def test_small_messages_to_a_slow_reader_are_bounded(ws_server):
+    """send() of small messages returns at once while little is queued (as
+    under uvicorn), but not without bound: to a client that reads nothing,
+    the app gets no further than the socket buffers and a 64 KiB window."""
+    i = ident()
+    size = 4096
+    c = RawWS(ws_server.port, f"/flood-send?id={i}&size={size}&secs=2")
+    try:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+        evs = wait_events(ws_server, i, lambda e: any(x.startswith("sent@1s:") for x in e), timeout=5)
+        at1 = int([x for x in evs if x.startswith("sent@1s:")][0].split(":")[1])
+        assert 0 < at1 * size < 32 << 20, f"{at1} messages of {size} bytes sent in 1 s to a client reading nothing"
+    finally:
+        c.close()
+
+
 def test_flooding_client_does_not_grow_memory(ws_server):
     """1 MiB messages as fast as the socket takes them, for 3 s, at an app that
     reads four messages a second: Caddy's RSS must stay bounded and the flood
