@@ -13,6 +13,10 @@ import pytest
 from conftest import dechunk, read_events, wait_until
 
 
+# /mixed-chunks in apps/raw_wsgi: small and large chunks alternating.
+MIXED_CHUNKS = b"".join(bytes([65 + i % 26]) * (7 if i % 3 else 300_000) for i in range(30))
+
+
 def req(path: str, method: str = "GET", extra: str = "") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n".encode()
 
@@ -326,6 +330,22 @@ def test_small_chunks_yielded_together_share_writes(raw_server):
     chunks = dechunk(resp.after_headers)
     assert b"".join(chunks) == (b"x" * 9 + b"\n") * 10000
     assert len(chunks) < 5000, f"{len(chunks)} chunks on the wire for 10,000 yielded in a row"
+
+
+@pytest.mark.parametrize("h2", [False, True], ids=["http1", "h2c"])
+def test_streamed_chunks_of_every_size_arrive_intact(raw_server, h2):
+    """Chunks queued for the writer (small), written directly (128 KiB and
+    more) and both mixed in one response reach the client whole, over
+    HTTP/1.1 and HTTP/2."""
+    if h2:
+        pytest.importorskip("h2", reason="h2 package (httpx[http2]) not installed")
+    with httpx.Client(http1=not h2, http2=h2, timeout=60) as c:
+        for size, total in [(10, 100_000), (1000, 20_000_000), (200_000, 20_000_000)]:
+            r = c.get(raw_server.url(f"/firehose?size={size}&total={total}"))
+            assert r.status_code == 200 and r.http_version == ("HTTP/2" if h2 else "HTTP/1.1")
+            assert r.content == (b"x" * (size - 1) + b"\n") * (total // size), (size, len(r.content))
+        r = c.get(raw_server.url("/mixed-chunks"))
+        assert r.content == MIXED_CHUNKS
 
 
 def test_stream_to_a_client_that_does_not_read_is_bounded(raw_server):

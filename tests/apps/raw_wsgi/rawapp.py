@@ -343,6 +343,13 @@ def firehose(environ, start_response):
     return gen()
 
 
+def mixed_chunks(environ, start_response):
+    """Small chunks (queued for Go's writer) and 300 KB ones (written
+    directly) alternating: tests/test_wsgi_response.py MIXED_CHUNKS."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return (bytes([65 + i % 26]) * (7 if i % 3 else 300_000) for i in range(30))
+
+
 def firehose_progress(environ, start_response):
     return respond_text(start_response, str(FIREHOSE.get(qs(environ).get("id", ""), -1)))
 
@@ -693,6 +700,7 @@ ROUTES = {
     "/stream": stream,
     "/big": big,
     "/firehose": firehose,
+    "/mixed-chunks": mixed_chunks,
     "/firehose/progress": firehose_progress,
     "/multi_headers": multi_headers,
     "/status": status,
