@@ -68,6 +68,32 @@ def free_port() -> int:
             return port
 
 
+def held_back_at(server, path: str, ident: str) -> int:
+    """GET path on a connection whose client reads nothing, and return how
+    far the app got (its /firehose-progress?id=ident) once it stopped
+    advancing; then check that the response does flow, and hang up."""
+    import httpx
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", server.port))
+    try:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+
+        def progress():
+            return int(httpx.get(server.url("/firehose-progress"), params={"id": ident}, timeout=10).text)
+
+        wait_until(lambda: progress() > 0, timeout=10)
+        last = -1
+        while (now := progress()) != last:  # until the app is held up
+            last = now
+            time.sleep(0.5)
+        assert s.recv(1 << 20), "nothing of the response reached the client"
+        return now
+    finally:
+        s.close()
+
+
 def dechunk(body):
     """The chunks of a chunked HTTP/1.1 body, as framed on the wire."""
     chunks = []

@@ -327,7 +327,7 @@ FIREHOSE = {}
 
 def firehose(environ, start_response):
     """?total= bytes in ?size=-byte chunks yielded in a tight loop, progress
-    recorded under ?id= for /firehose/progress: shows how many small chunks
+    recorded under ?id= for /firehose-progress: shows how many small chunks
     the server coalesces, and how far the app gets ahead of a client that
     does not read."""
     q = qs(environ)
@@ -701,7 +701,7 @@ ROUTES = {
     "/big": big,
     "/firehose": firehose,
     "/mixed-chunks": mixed_chunks,
-    "/firehose/progress": firehose_progress,
+    "/firehose-progress": firehose_progress,
     "/multi_headers": multi_headers,
     "/status": status,
     "/cl_exact": cl_exact,
