@@ -403,10 +403,7 @@ func (rq *asgiRequest) writeBody(b []byte, more bool, ref pyRef) bool {
 		err = rq.body.write(rq.w, b)
 	}
 	if err != nil {
-		rq.unflushed, rq.acks = false, 0
-		rq.loop.release(rq.ackRef)
-		rq.ackRef = nil
-		rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
+		rq.writeFailed()
 		return true
 	}
 	// Announced trailers need a chunked body: flushed before the handler
@@ -434,9 +431,7 @@ func (rq *asgiRequest) settle() bool {
 	if rq.unflushed {
 		rq.unflushed = false
 		if err := rq.flush(); err != nil {
-			rq.loop.release(rq.ackRef)
-			rq.acks, rq.ackRef = 0, nil
-			rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
+			rq.writeFailed()
 			return true
 		}
 	}
@@ -446,6 +441,15 @@ func (rq *asgiRequest) settle() bool {
 		rq.acks, rq.ackRef = 0, nil
 	}
 	return false
+}
+
+// writeFailed tells the app that the client is gone (which fails its
+// waiting sends) and drops what awaited acknowledgement.
+func (rq *asgiRequest) writeFailed() {
+	rq.unflushed, rq.acks = false, 0
+	rq.loop.release(rq.ackRef)
+	rq.ackRef = nil
+	rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
 }
 
 // readBody reads the next chunk of the request body for the app; it is
