@@ -135,6 +135,10 @@ func (s *streamer) run(rq *request) {
 	s.mu.Unlock()
 }
 
+// cs_go_stream queues a streamed chunk of the current request (body: C's
+// view of the app's bytes, copied here). GIL: held by the caller, so it
+// must not block: a full queue returns CS_STREAM_WAIT instead.
+//
 //export cs_go_stream
 func cs_go_stream(h C.uintptr_t, body *C.char, blen C.size_t) (rc C.long) {
 	defer recoverTo(&rc)
@@ -156,6 +160,9 @@ func cs_go_stream(h C.uintptr_t, body *C.char, blen C.size_t) (rc C.long) {
 	return rq.stream.put(rq, b)
 }
 
+// cs_go_stream_wait waits for room in the queue after CS_STREAM_WAIT.
+// GIL: released by the caller (this blocks on the client).
+//
 //export cs_go_stream_wait
 func cs_go_stream_wait(h C.uintptr_t) (rc C.long) {
 	defer recoverTo(&rc)

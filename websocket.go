@@ -160,7 +160,7 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 		go keepAlive(ctx, conn, o.pingInterval, o.pingTimeout)
 	}
 	closeWith := func(code websocket.StatusCode, reason string) error {
-		rq.settle() // what was written before is acknowledged
+		rq.settle()             // what was written before is acknowledged
 		if !rq.wsEnded.Load() { // after a protocol error there is nothing to close politely
 			_ = conn.Close(code, reason) // waits (bounded) for the client's close frame
 		}
