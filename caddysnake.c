@@ -304,11 +304,6 @@ static int header_item(PyObject *s, cs_str *out) {
     return 1;
 }
 
-/* A streamed chunk (after the headers) smaller than this is queued for Go's
- * writer with the GIL held (cs_go_stream); a larger one is written by Go
- * directly, without the GIL (Go's bigWrite). */
-#define CS_STREAM_MAX (128 * 1024)
-
 /* Request.send(status, headers, body, flush) -> None
  *   status   int; 0 when the headers were already sent
  *   headers  list of (name, value) str pairs, or None when status is 0
@@ -382,7 +377,7 @@ static PyObject *request_send(RequestObject *self, PyObject *const *args,
         goto fail;
     }
     long rc;
-    if (status == 0 && flush && body.len > 0 && body.len < CS_STREAM_MAX) {
+    if (status == 0 && flush && body.len > 0 && body.len < CS_BIG_WRITE) {
         rc = cs_go_stream(self->h, (char *)body.buf, (size_t)body.len);
         if (rc == CS_STREAM_WAIT) {
             Py_BEGIN_ALLOW_THREADS

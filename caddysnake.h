@@ -201,6 +201,11 @@ void cs_asgi_free_msgs(cs_msg *m);
 #define CS_ZERO_COPY_MIN (16 * 1024)
 #define CS_BODY_CHUNK (256 * 1024) /* the most Go reads per request body chunk */
 
+/* WSGI: a streamed body chunk smaller than this is queued for Go's writer
+ * with the GIL held (cs_go_stream); one this large or larger is written by Go
+ * directly, without the GIL, after passing on the admit token (bigWrite). */
+#define CS_BIG_WRITE (128 * 1024)
+
 /* The late-flush timerfd fired: flush the batch if it has waited
  * CS_LATE_FLUSH_NS (else re-arm for the rest). Any thread. */
 void cs_asgi_late(void);

@@ -42,13 +42,6 @@ const (
 	idleLooks  = 3                     // then wait for the holder's next request
 )
 
-// bigWrite is the response chunk size from which a worker passes the token
-// on before writing (yield). On loopback, writing 1 MiB keeps the thread on a
-// CPU in the kernel for ~300 µs, which the watcher cannot tell from Python
-// computing; without the GIL, another request can run meanwhile. Flask
-// sending 1 MiB responses at 100 connections: 1,500 → 2,200 req/s.
-const bigWrite = 128 << 10
-
 // yield passes the admit token on, if w holds it, before w does something
 // long that needs no GIL.
 func (w *worker) yield() {
