@@ -14,13 +14,18 @@ import (
 // reads only when told to), and fail with err once it is set.
 type gateWriter struct {
 	httptest.ResponseRecorder
-	mu     sync.Mutex
-	open   chan struct{}
-	err    error
-	writes int
+	mu      sync.Mutex
+	open    chan struct{}
+	entered chan struct{} // a token each time a Write starts (while room)
+	err     error
+	writes  int
 }
 
 func (g *gateWriter) Write(b []byte) (int, error) {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
 	<-g.open
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -32,7 +37,8 @@ func (g *gateWriter) Write(b []byte) (int, error) {
 }
 
 func newGate(open bool) *gateWriter {
-	g := &gateWriter{ResponseRecorder: *httptest.NewRecorder(), open: make(chan struct{})}
+	g := &gateWriter{ResponseRecorder: *httptest.NewRecorder(), open: make(chan struct{}),
+		entered: make(chan struct{}, 1)}
 	if open {
 		close(g.open)
 	}
@@ -64,21 +70,19 @@ func TestStreamerFullQueueWaitsForTheClient(t *testing.T) {
 	g := newGate(false)
 	rq := &request{w: g, status: 200}
 	chunk := make([]byte, 16<<10)
-	fill := func() {
-		t.Helper()
-		for n := 0; rq.stream.put(rq, chunk) == streamOK; n++ {
-			if n > streamQueueMax/len(chunk) {
-				t.Fatal("the queue never filled")
-			}
+	// The writer takes the first chunk and is held writing it (the client
+	// reads nothing); the queue fills up behind it, and the app must wait.
+	if rc := rq.stream.put(rq, chunk); rc != streamOK {
+		t.Fatalf("put = %d", rc)
+	}
+	<-g.entered
+	puts := 1
+	for ; rq.stream.put(rq, chunk) == streamOK; puts++ {
+		if puts > streamQueueMax/len(chunk) {
+			t.Fatal("the queue never filled")
 		}
 	}
-	// The writer takes the first full queue and is held writing it; the
-	// second fills up behind it, and the app must wait.
-	fill()
-	if rc := rq.stream.waitRoom(); rc != streamOK {
-		t.Fatalf("waitRoom = %d", rc)
-	}
-	fill()
+	puts++
 	done := make(chan bool)
 	go func() { done <- rq.stream.waitRoom() == streamOK }()
 	select {
@@ -91,8 +95,8 @@ func TestStreamerFullQueueWaitsForTheClient(t *testing.T) {
 		t.Fatal("waitRoom failed")
 	}
 	rq.stream.stop()
-	if g.Body.Len() != 2*len(chunk)*(streamQueueMax/len(chunk)) {
-		t.Fatalf("%d bytes written", g.Body.Len())
+	if g.Body.Len() != puts*len(chunk) {
+		t.Fatalf("%d bytes written, %d put", g.Body.Len(), puts*len(chunk))
 	}
 }
 
@@ -101,6 +105,8 @@ func TestStreamerReportsAWriteError(t *testing.T) {
 	g.err = errors.New("connection reset by peer")
 	rq := &request{w: g, status: 200}
 	chunk := make([]byte, 16<<10)
+	rq.stream.put(rq, chunk)
+	<-g.entered // held writing the first chunk, which will fail
 	for rq.stream.put(rq, chunk) == streamOK {
 	}
 	close(g.open)
