@@ -75,6 +75,7 @@ type asgiCmd struct {
 	header http.Header
 	body   []byte
 	more   bool // more_body / more_trailers, or "failed" for cmdDone
+	size   int  // cmdWantBody on a WebSocket: bytes of the status messages received
 	path   string
 	ref    pyRef
 }

@@ -44,6 +44,8 @@ func decodeMsg(m *C.cs_msg) asgiCmd {
 		copy(c.body, data)
 	case cmdWSSend:
 		c.body = append([]byte(nil), data...)
+	case cmdWantBody:
+		c.size = int(m.flags)
 	case cmdPathsend, cmdWSClose:
 		c.path = string(data)
 	}

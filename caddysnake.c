@@ -829,18 +829,23 @@ static PyObject *mod_asgi_body(PyObject *self, PyObject *args) {
     return r;
 }
 
-/* asgi_signal(handle, what, arg): want-body / one more WebSocket message (1;
- * arg 1: a large request body, so Go reads the chunk straight into a new
- * bytes object sent with the message, which comes back in CS_EV_BODY), app
- * done (2, arg = failed). */
+/* asgi_signal(handle, what, arg[, arg2]): want-body (1; arg 1: a large
+ * request body, so Go reads the chunk straight into a new bytes object sent
+ * with the message, which comes back in CS_EV_BODY), app done (2, arg =
+ * failed), WebSocket credits (3: the app received arg messages of arg2
+ * bytes in all, so Go may read that much more; see websocket.go).
+ * GIL: held on entry and exit. */
 static PyObject *mod_asgi_signal(PyObject *self, PyObject *args) {
     unsigned long long handle;
-    int what, arg;
-    if (!PyArg_ParseTuple(args, "Kii", &handle, &what, &arg)) {
+    int what, arg, arg2 = 0;
+    if (!PyArg_ParseTuple(args, "Kii|i", &handle, &what, &arg, &arg2)) {
         return NULL;
     }
-    if (what != 1 && what != 2) {
+    if (what < 1 || what > 3) {
         return raise_code(CS_ERR_BAD_STATE);
+    }
+    if (what == 3) {
+        return post_data((uintptr_t)handle, CS_MSG_WANT_BODY, arg, arg2, NULL, 0);
     }
     if (what == 1 && arg == 1) {
         /* Nobody else sees this object until Go has filled it and the loop
@@ -1076,6 +1081,8 @@ static PyObject *PyInit__caddysnake(void) {
         PyModule_AddIntConstant(m, "LOG_INFO", CS_LOG_INFO) < 0 ||
         PyModule_AddIntConstant(m, "LOG_WARN", CS_LOG_WARN) < 0 ||
         PyModule_AddIntConstant(m, "LOG_ERROR", CS_LOG_ERROR) < 0 ||
+        PyModule_AddIntConstant(m, "WS_QUEUE", CS_WS_QUEUE) < 0 ||
+        PyModule_AddIntConstant(m, "WS_QUEUE_BYTES", CS_WS_QUEUE_BYTES) < 0 ||
         PyModule_AddStringConstant(m, "BUILD_VERSION", PY_VERSION) < 0) {
         Py_DECREF(m);
         return NULL;

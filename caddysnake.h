@@ -159,7 +159,8 @@ enum {
     CS_MSG_EARLY_HINT = 2, /* hdr (Link) */
     CS_MSG_TRAILERS = 3,   /* hdr; flags: more trailers */
     CS_MSG_BODY = 4,       /* data; flags: more body */
-    CS_MSG_WANT_BODY = 5,  /* the app waits in receive() (WebSocket: one more credit);
+    CS_MSG_WANT_BODY = 5,  /* the app waits in receive() (WebSocket: credits, status
+                            * messages and flags bytes the app has received);
                             * with ref: a new bytes object of len bytes for Go to read
                             * the next chunk into (zero-copy upload) */
     CS_MSG_DONE = 6,       /* the app returned or raised; flags: failed */
@@ -205,6 +206,13 @@ void cs_asgi_free_msgs(cs_msg *m);
  * with the GIL held (cs_go_stream); one this large or larger is written by Go
  * directly, without the GIL, after passing on the admit token (bigWrite). */
 #define CS_BIG_WRITE (128 * 1024)
+
+/* ASGI WebSocket: Go reads ahead of the app while fewer than CS_WS_QUEUE
+ * messages and CS_WS_QUEUE_BYTES bytes are unreceived (uvicorn's
+ * ws_max_queue is 32). The driver returns credits in lumps of a quarter of
+ * either (asgi_signal 3), so a lump is always less than the window. */
+#define CS_WS_QUEUE 32
+#define CS_WS_QUEUE_BYTES (1024 * 1024)
 
 /* The late-flush timerfd fired: flush the batch if it has waited
  * CS_LATE_FLUSH_NS (else re-arm for the rest). Any thread. */

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -22,12 +23,56 @@ import (
 // events. A connection costs two goroutines (this request's, and a reader)
 // and no Python thread; an idle one costs nothing in Python.
 //
-// Flow control: the reader takes a credit before reading each message, and
-// the app returns a credit for every message it receives, so at most
-// wsQueue messages wait for a slow app and a flood from the client stalls in
-// TCP. Sends return to the app once written (a slow client slows the app).
+// Flow control: the reader reads ahead of the app while fewer than wsQueue
+// messages and wsQueueBytes bytes are unreceived, so a flood from the client
+// stalls in TCP. The app hands back what it received in lumps (a quarter of
+// either limit), not per message: one crossing for many messages, and the
+// lump is smaller than the window, so the reader never waits on an app that
+// has nothing left to receive. Sends return to the app while little is
+// unwritten (the driver's window): a slow client slows the app.
 
-const wsQueue = 8 // messages read ahead of the app
+const (
+	wsQueue      = C.CS_WS_QUEUE       // messages read ahead of the app
+	wsQueueBytes = C.CS_WS_QUEUE_BYTES // bytes read ahead; one larger message still passes
+)
+
+// wsWindow counts what the reader has read and the app not yet received.
+// The reader waits on wake; the request goroutine credits.
+type wsWindow struct {
+	msgs, bytes atomic.Int64
+	wake        chan struct{}
+}
+
+func newWSWindow() *wsWindow { return &wsWindow{wake: make(chan struct{}, 1)} }
+
+func (w *wsWindow) open() bool { return w.msgs.Load() < wsQueue && w.bytes.Load() < wsQueueBytes }
+
+func (w *wsWindow) read(n int) {
+	w.msgs.Add(1)
+	w.bytes.Add(int64(n))
+}
+
+// credit returns what the app received; it never blocks.
+func (w *wsWindow) credit(msgs, bytes int) {
+	w.msgs.Add(-int64(msgs))
+	w.bytes.Add(-int64(bytes))
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// wait blocks until the window is open; false once ctx is done.
+func (w *wsWindow) wait(ctx context.Context) bool {
+	for !w.open() {
+		select {
+		case <-w.wake:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
 
 type wsOptions struct {
 	maxMessage   int64
@@ -150,12 +195,9 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	defer conn.CloseNow()
-	credits := make(chan struct{}, wsQueue)
-	for range wsQueue {
-		credits <- struct{}{}
-	}
+	win := newWSWindow()
 	readerDone := make(chan struct{})
-	go rq.readWS(ctx, conn, credits, readerDone)
+	go rq.readWS(ctx, conn, win, readerDone)
 	if o.pingInterval > 0 {
 		go keepAlive(ctx, conn, o.pingInterval, o.pingTimeout)
 	}
@@ -175,11 +217,8 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 			for i := range batch {
 				c := &batch[i]
 				switch c.kind {
-				case cmdWantBody: // the app received a message: one more may be read
-					select {
-					case credits <- struct{}{}:
-					default:
-					}
+				case cmdWantBody: // the app received messages: as many more may be read
+					win.credit(c.status, c.size)
 				case cmdWSSend:
 					typ := websocket.MessageBinary
 					if c.more {
@@ -216,14 +255,12 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 	}
 }
 
-// readWS reads messages while it has credits and queues them for the app.
-// Whatever ends the connection is reported as websocket.disconnect.
-func (rq *asgiRequest) readWS(ctx context.Context, conn *websocket.Conn, credits chan struct{}, done chan struct{}) {
+// readWS reads messages while the window is open and queues them for the
+// app. Whatever ends the connection is reported as websocket.disconnect.
+func (rq *asgiRequest) readWS(ctx context.Context, conn *websocket.Conn, win *wsWindow, done chan struct{}) {
 	defer close(done)
 	for {
-		select {
-		case <-credits:
-		case <-ctx.Done():
+		if !win.wait(ctx) {
 			return
 		}
 		typ, data, err := conn.Read(ctx)
@@ -239,6 +276,7 @@ func (rq *asgiRequest) readWS(ctx context.Context, conn *websocket.Conn, credits
 			rq.pushDisconnect(int(websocket.StatusInvalidFramePayloadData), "")
 			return
 		}
+		win.read(len(data))
 		flags := 0
 		if typ == websocket.MessageText {
 			flags = 1

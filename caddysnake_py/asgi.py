@@ -37,7 +37,7 @@ EV_NEW, EV_BODY, EV_SEND_DONE, EV_DISCONNECT, EV_WS_MSG = 1, 2, 3, 4, 6
 NEW_HAS_BODY, NEW_TRAILERS, NEW_TLS, NEW_WEBSOCKET, NEW_LARGE_BODY = 1, 2, 4, 8, 16
 H_START, H_EARLY_HINT, H_TRAILERS, H_WS_ACCEPT = 1, 2, 3, 4
 WS_SEND, WS_CLOSE = 1, 2
-SIG_WANT_BODY, SIG_DONE = 1, 2
+SIG_WANT_BODY, SIG_DONE, SIG_WS_CREDIT = 1, 2, 3
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}  # HTTP and WebSocket spec
 LIFESPAN_VERSION = {"version": "3.0", "spec_version": "2.0"}  # the lifespan spec's own
@@ -47,6 +47,12 @@ LIFESPAN_OFF, LIFESPAN_ON, LIFESPAN_AUTO = 0, 1, 2
 # writes: any number of chunks up to STREAM_BYTES, else STREAM_WINDOW chunks.
 STREAM_WINDOW = 2
 STREAM_BYTES = 64 * 1024
+
+# A WebSocket app hands back what it received (so Go may read more) once it
+# has received this many messages or bytes: a quarter of Go's read-ahead
+# window, so the window never closes on an app waiting for a message.
+WS_CREDIT_MSGS = _caddysnake.WS_QUEUE // 4
+WS_CREDIT_BYTES = _caddysnake.WS_QUEUE_BYTES // 4
 
 _loop = None
 _conns = {}  # handle -> _Conn, for requests whose app is still running
@@ -412,11 +418,11 @@ class _WSConn(_Exchange):
 
     Before websocket.accept the app may close (HTTP 403) or answer with an
     HTTP response (websocket.http.response.*). Messages from the client are
-    queued by Go ahead of the app, a bounded number at a time: every message
-    the app receives gives Go a credit to read one more.
+    queued by Go ahead of the app, a bounded number at a time; the app hands
+    back what it received in lumps (WS_CREDIT_*) so Go reads on.
     """
 
-    __slots__ = ("connected", "accepted", "denying", "closed", "queue", "code", "reason")
+    __slots__ = ("connected", "accepted", "denying", "closed", "queue", "code", "reason", "owed_msgs", "owed_bytes")
 
     def __init__(self, handle, flags):
         super().__init__(handle, flags)
@@ -424,7 +430,9 @@ class _WSConn(_Exchange):
         self.accepted = False
         self.denying = False  # sending websocket.http.response.*
         self.closed = False  # the connection is over (either side)
-        self.queue = []
+        self.queue = collections.deque()  # (message, its size)
+        self.owed_msgs = 0  # received, not yet handed back to Go
+        self.owed_bytes = 0
         self.code = 1006
         self.reason = ""
 
@@ -452,9 +460,9 @@ class _WSConn(_Exchange):
     def event(self, kind, flags, data):
         if kind == EV_WS_MSG:
             if flags & 1:
-                self.queue.append({"type": "websocket.receive", "text": data.decode("utf-8")})
+                self.queue.append(({"type": "websocket.receive", "text": data.decode("utf-8")}, len(data)))
             else:
-                self.queue.append({"type": "websocket.receive", "bytes": data})
+                self.queue.append(({"type": "websocket.receive", "bytes": data}, len(data)))
             self._wake()
         elif kind == EV_SEND_DONE:
             self._sent(flags)
@@ -482,11 +490,16 @@ class _WSConn(_Exchange):
             return {"type": "websocket.connect"}
         while True:
             if self.queue:
-                try:
-                    _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0)  # one more credit
-                except OSError:
-                    pass
-                return self.queue.pop(0)
+                message, size = self.queue.popleft()
+                self.owed_msgs += 1
+                self.owed_bytes += size
+                if self.owed_msgs >= WS_CREDIT_MSGS or self.owed_bytes >= WS_CREDIT_BYTES:
+                    try:
+                        _caddysnake.asgi_signal(self.handle, SIG_WS_CREDIT, self.owed_msgs, self.owed_bytes)
+                    except OSError:
+                        pass
+                    self.owed_msgs = self.owed_bytes = 0
+                return message
             if self.closed:
                 return {"type": "websocket.disconnect", "code": self.code, "reason": self.reason}
             await self._wait()

@@ -447,6 +447,22 @@ def test_burst_of_messages_arrives_in_order(ws_server):
     run(go())
 
 
+def test_round_trips_far_beyond_the_read_ahead_window(ws_server):
+    """One message at a time, each answered before the next: the app waits
+    with nothing queued every time, so Go must go on reading past its
+    read-ahead window (32 messages, 1 MiB) as the app hands back, in lumps,
+    what it received, by count and by bytes."""
+    async def go():
+        async with connect(ws_server, "/echo-len") as ws:
+            for k in range(300):
+                # small ones, then 60 KiB ones (6 MiB in all)
+                data = bytes([k % 251]) * (60 * 1024 if k >= 200 else 10 + k)
+                await ws.send(data)
+                got = await asyncio.wait_for(ws.recv(), 10)
+                assert got == "bytes:%d:%s" % (len(data), hashlib.sha256(data).hexdigest()), k
+    run(go())
+
+
 def test_app_sends_while_client_sends(ws_server):
     """Full duplex: the client keeps sending while the app floods it."""
     i = ident()
