@@ -401,7 +401,7 @@ func (rq *asgiRequest) writeBody(b []byte, more bool, ref pyRef) bool {
 	rq.commit()
 	var err error
 	if len(b) > 0 && bodyAllowed(rq.status) { // 204/304 bodies are dropped
-		err = rq.body.write(rq.w, b)
+		err = rq.body.write(rq.w, rq.r, b)
 	}
 	if err != nil {
 		rq.writeFailed()
@@ -524,6 +524,7 @@ func (rq *asgiRequest) sendFile(path string) {
 		rq.header.Set("Content-Length", strconv.FormatInt(st.Size(), 10))
 	}
 	rq.commit()
+	widenWriteChunk(rq.r)
 	_, _ = io.Copy(rq.w, f)
 }
 

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/net/http/httpguts"
@@ -145,7 +146,7 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 		}
 		// The writer copies (bufio) or sends the bytes before returning, so
 		// passing a view of the Python bytes object needs no copy here.
-		if err := rq.body.write(rq.w, unsafe.Slice((*byte)(unsafe.Pointer(body)), int(blen))); err != nil {
+		if err := rq.body.write(rq.w, rq.r, unsafe.Slice((*byte)(unsafe.Pointer(body)), int(blen))); err != nil {
 			return writeErr(err)
 		}
 	}
@@ -205,13 +206,19 @@ func bodyAllowed(status int) bool {
 type bodyLimit struct {
 	length, written int64
 	warned          bool
+	wide            bool // widenWriteChunk was called
 }
 
 // write writes b, but never past a declared Content-Length: the excess is
 // dropped (and logged once), as gunicorn does, so an app that miscounts still
 // delivers the response it promised instead of a broken connection.
-func (l *bodyLimit) write(w http.ResponseWriter, b []byte) error {
-	_, err := w.Write(l.clip(b))
+func (l *bodyLimit) write(w http.ResponseWriter, r *http.Request, b []byte) error {
+	b = l.clip(b)
+	if len(b) > caddyhttp.DefaultMaxWriteChunk && !l.wide {
+		l.wide = true
+		widenWriteChunk(r)
+	}
+	_, err := w.Write(b)
 	return err
 }
 
@@ -271,6 +278,7 @@ func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.lon
 	}
 	// io.Copy reaches the connection's ReadFrom, i.e. sendfile(2), when the
 	// response has a Content-Length and no encoder sits in between.
+	widenWriteChunk(rq.r)
 	n, err := io.Copy(rq.w, src)
 	rq.body.written += n
 	if err != nil {
