@@ -350,6 +350,13 @@ def mixed_chunks(environ, start_response):
     return (bytes([65 + i % 26]) * (7 if i % 3 else 300_000) for i in range(30))
 
 
+def big_one(environ, start_response):
+    """One large chunk (written by Go directly, not through the streamer)."""
+    size = min(int(qs(environ).get("size", str(1 << 20))), 64 << 20)
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+    return [b"b" * size]
+
+
 def firehose_progress(environ, start_response):
     return respond_text(start_response, str(FIREHOSE.get(qs(environ).get("id", ""), -1)))
 
@@ -699,6 +706,7 @@ ROUTES = {
     "/empty_yields": empty_yields,
     "/stream": stream,
     "/big": big,
+    "/big-one": big_one,
     "/firehose": firehose,
     "/mixed-chunks": mixed_chunks,
     "/firehose-progress": firehose_progress,
