@@ -159,8 +159,8 @@ enum {
     CS_MSG_EARLY_HINT = 2, /* hdr (Link) */
     CS_MSG_TRAILERS = 3,   /* hdr; flags: more trailers */
     CS_MSG_BODY = 4,       /* data; flags: more body */
-    CS_MSG_WANT_BODY = 5,  /* the app waits in receive() (WebSocket: credits, status
-                            * messages and flags bytes the app has received);
+    CS_MSG_WANT_BODY = 5,  /* the app waits in receive() (WebSocket: credits: the app
+                            * has received status messages of flags bytes in all);
                             * with ref: a new bytes object of len bytes for Go to read
                             * the next chunk into (zero-copy upload) */
     CS_MSG_DONE = 6,       /* the app returned or raised; flags: failed */
