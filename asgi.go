@@ -574,7 +574,9 @@ func appendScope(b []byte, r *http.Request) []byte {
 	if !fwd.omit {
 		b = field(field(b, "x-forwarded-for"), fwd.xff)
 		b = field(field(b, "x-forwarded-proto"), fwd.proto)
-		b = field(field(b, "x-forwarded-host"), fwd.host)
+		if fwd.host != "" {
+			b = field(field(b, "x-forwarded-host"), fwd.host)
+		}
 	}
 	for k, vs := range r.Header {
 		if isForwardedHeader(k) {

@@ -14,7 +14,10 @@ import (
 // and USE_X_FORWARDED_HOST, Werkzeug's ProxyFix), so they must mean here
 // what they meant there: a client's own values count only when the server's
 // trusted_proxies vouch for it; otherwise they are replaced by what Caddy
-// saw. omit means none is sent (an untrusted peer without an IP).
+// saw. omit means none is sent (an untrusted peer without an IP). An empty
+// host (an HTTP/1.0 client that sent no Host) is not sent either: Django's
+// USE_X_FORWARDED_HOST would take "" as the host and answer 400, where
+// without the header it falls back to SERVER_NAME.
 type forwarded struct {
 	xff, proto, host string
 	omit             bool

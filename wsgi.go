@@ -109,7 +109,9 @@ func appendEnviron(b []byte, r *http.Request) []byte {
 	if !fwd.omit {
 		b = pair(b, "HTTP_X_FORWARDED_FOR", fwd.xff)
 		b = pair(b, "HTTP_X_FORWARDED_PROTO", fwd.proto)
-		b = pair(b, "HTTP_X_FORWARDED_HOST", fwd.host)
+		if fwd.host != "" {
+			b = pair(b, "HTTP_X_FORWARDED_HOST", fwd.host)
+		}
 	}
 	for k, vs := range r.Header {
 		switch {

@@ -15,8 +15,8 @@ SPOOF = (b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n"
          b"X-Forwarded-Host: evil.example\r\n")
 
 
-def wsgi_view(port, extra=b""):
-    resp = raw_request(port, b"GET /env HTTP/1.1\r\nHost: site.test\r\n" + extra + b"Connection: close\r\n\r\n")
+def wsgi_view(port, extra=b"", head=b"GET /env HTTP/1.1\r\nHost: site.test\r\n"):
+    resp = raw_request(port, head + extra + b"Connection: close\r\n\r\n")
     assert resp.status == 200, resp.raw[:500]
     env = json.loads(resp.body)
     e = env["environ"]
@@ -25,8 +25,8 @@ def wsgi_view(port, extra=b""):
             "client": e["REMOTE_ADDR"]}
 
 
-def asgi_view(port, extra=b""):
-    resp = raw_request(port, b"GET /scope HTTP/1.1\r\nHost: site.test\r\n" + extra + b"Connection: close\r\n\r\n")
+def asgi_view(port, extra=b"", head=b"GET /scope HTTP/1.1\r\nHost: site.test\r\n"):
+    resp = raw_request(port, head + extra + b"Connection: close\r\n\r\n")
     assert resp.status == 200, resp.raw[:500]
     scope = decode_scope_value(json.loads(resp.body)["scope"])
     h = {}
@@ -50,6 +50,17 @@ def test_client_cannot_spoof_forwarded_headers(request, fixture, view):
     # and without any: the same values, as reverse_proxy always sends them
     assert view(srv.port) == {"for": "127.0.0.1", "proto": "http", "host": "site.test",
                               "scheme": "http", "client": "127.0.0.1"}
+
+
+@pytest.mark.parametrize("fixture,view,path", [("raw_server", wsgi_view, b"/env"), ("asgi_server", asgi_view, b"/scope")],
+                         ids=["wsgi", "asgi"])
+def test_no_forwarded_host_without_a_host(request, fixture, view, path):
+    """An HTTP/1.0 client may send no Host: then no X-Forwarded-Host either.
+    An empty one would be taken as the host by Django's USE_X_FORWARDED_HOST
+    (400 for every such request) where without it Django uses SERVER_NAME."""
+    srv = request.getfixturevalue(fixture)
+    got = view(srv.port, SPOOF, head=b"GET " + path + b" HTTP/1.0\r\n")
+    assert got == {"for": "127.0.0.1", "proto": "http", "host": None, "scheme": "http", "client": "127.0.0.1"}
 
 
 @pytest.fixture(scope="module")
