@@ -344,11 +344,14 @@ class _Conn(_Exchange):
 
     async def receive(self):
         while True:
+            if self.complete:
+                # ASGI: receive() after the response was sent says disconnect
+                # (as uvicorn does), even if body was left unread (the empty
+                # body of a GET included); Go sends no event for it.
+                return _DISCONNECT
             if self.chunks:
                 return self.chunks.pop(0)
-            if self.disconnected or self.complete:
-                # ASGI: receive() after the response was sent says disconnect
-                # (as uvicorn does); Go sends no event for it.
+            if self.disconnected:
                 return _DISCONNECT
             if not self.body_done and not self.asked:
                 self.asked = True

@@ -182,6 +182,18 @@ def test_receive_returns_disconnect_after_response_complete(asgi_server):
     assert evs[1].startswith("receive:http.disconnect:"), evs
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_first_receive_after_the_response_is_disconnect(asgi_server, method):
+    """Even with the request's body unread (a GET's empty one included)."""
+    ident = uuid.uuid4().hex[:12]
+    r = httpx.request(method, asgi_server.url(f"/receive-first-after-response?id={ident}"),
+                      content=b"unread" if method == "POST" else None, timeout=10)
+    assert r.status_code == 200 and r.text == "done"
+    evs = wait_until(lambda: read_events(asgi_server, ident) or None, 5.0, interval=0.1,
+                     message="the app's receive() after its response")
+    assert evs == ["receive:http.disconnect"]
+
+
 def test_many_disconnects_leave_server_healthy(asgi_server):
     idents = [uuid.uuid4().hex[:12] for _ in range(10)]
     for ident in idents:

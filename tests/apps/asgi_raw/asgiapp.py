@@ -227,6 +227,15 @@ async def receive_after_response(scope, receive, send):
         record(ident, "watcher-still-waiting-5s-after-response")
 
 
+async def receive_first_after_response(scope, receive, send):
+    """Answers without reading the request, then calls receive() for the
+    first time: the response is sent, so that is http.disconnect (the
+    ASGI spec; uvicorn), not the body nobody read."""
+    await respond(send, 200, b"done")
+    msg = await asyncio.wait_for(receive(), 5)
+    record(qs(scope).get("id", "-"), "receive:%s" % msg["type"])
+
+
 async def events(scope, receive, send):
     ident = qs(scope).get("id", "")
     await respond_json(send, {"events": [e for i, e in EVENTS if i == ident]})
@@ -479,6 +488,7 @@ ROUTES = {
     "/watch": watch,
     "/events": events,
     "/receive-after-response": receive_after_response,
+    "/receive-first-after-response": receive_first_after_response,
     "/pathsend": pathsend,
     "/early-hint": early_hint,
     "/trailers": trailers,
