@@ -88,7 +88,7 @@ func appendEnviron(b []byte, r *http.Request) []byte {
 	b = pair(b, "PATH_INFO", pathInfo)
 	b = pair(b, "QUERY_STRING", r.URL.RawQuery)
 	b = pair(b, "REQUEST_URI", requestURI(r))
-	b = pair(b, "SERVER_PROTOCOL", r.Proto)
+	b = pair(b, "SERVER_PROTOCOL", serverProtocol(r))
 	fwd := forwardedHeaders(r)
 	scheme := fwd.scheme()
 	b = pair(b, "wsgi.url_scheme", scheme)
@@ -190,6 +190,16 @@ func splitScriptName(r *http.Request) (string, string) {
 		return op[:len(op)-len(path)], path
 	}
 	return "", path
+}
+
+// serverProtocol is the request's HTTP version, except that a 1.x above 1.1
+// (Go accepts "HTTP/1.2" and answers it as 1.1) is reported as HTTP/1.1, as
+// the ASGI scope reports it (httpVersion) and as the response goes out.
+func serverProtocol(r *http.Request) string {
+	if r.ProtoMajor == 1 && r.ProtoMinor > 1 {
+		return "HTTP/1.1"
+	}
+	return r.Proto
 }
 
 // requestURI is the request target as the client sent it: Caddy's rewrites

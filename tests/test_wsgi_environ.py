@@ -147,6 +147,15 @@ def test_server_protocol_http10(raw_server):
     assert env["SERVER_PROTOCOL"] == "HTTP/1.0"
 
 
+def test_server_protocol_of_a_later_http1_minor_is_http11(raw_server):
+    """Go accepts "HTTP/1.2" and answers it as HTTP/1.1: the app hears the
+    version it is answered in (the ASGI scope says "1.1" too)."""
+    resp = raw_request(raw_server.port, b"GET /env HTTP/1.2\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert resp.status == 200, resp.raw[:500]
+    assert resp.raw.startswith(b"HTTP/1.1 200")
+    assert json.loads(resp.body)["environ"]["SERVER_PROTOCOL"] == "HTTP/1.1"
+
+
 def test_no_host_header_means_no_http_host(raw_server):
     """HTTP/1.0 allows a request without Host (health checks send such):
     then HTTP_HOST is absent, not empty (Django would answer 400 for an
