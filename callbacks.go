@@ -44,13 +44,15 @@ func recoverTo[T ~int64 | ~int32 | ~int](code *T) {
 //export cs_go_read
 func cs_go_read(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
 	defer recoverTo(&rc)
-	_, rq := current(h)
+	w, rq := current(h)
 	if rq == nil {
 		return C.CS_ERR_BAD_STATE
 	}
 	if n == 0 {
 		return 0
 	}
+	w.inIO.Store(true)
+	defer w.inIO.Store(false)
 	// Read straight into the Python buffer: no intermediate copy.
 	b := unsafe.Slice((*byte)(unsafe.Pointer(buf)), int(n))
 	for {
@@ -134,6 +136,9 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 	} else if rq.status == 0 {
 		return C.CS_ERR_BAD_STATE
 	}
+	// From here on the thread may block on the client (a full socket).
+	w.inIO.Store(true)
+	defer w.inIO.Store(false)
 	if err := rq.ownWriter(); err != nil {
 		return writeErr(err)
 	}
@@ -256,6 +261,8 @@ func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.lon
 	if !bodyAllowed(rq.status) || count == 0 {
 		return 0
 	}
+	w.inIO.Store(true)
+	defer w.inIO.Store(false)
 	if err := rq.ownWriter(); err != nil {
 		return C.longlong(writeErr(err))
 	}

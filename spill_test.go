@@ -11,10 +11,23 @@ import (
 // OS thread, as a worker serving a request would, and returns a worker that
 // the watcher can sample.
 func holderThread(t *testing.T, spin bool) *worker {
+	return holderThreadDoing(t, map[bool]holding{true: spinning, false: sleeping}[spin])
+}
+
+type holding int
+
+const (
+	spinning holding = iota // computing
+	sleeping                // waiting on a timer, as on I/O
+	blocked                 // waiting for another thread (a futex, as for the GIL)
+)
+
+func holderThreadDoing(t *testing.T, how holding) *worker {
 	t.Helper()
 	ready := make(chan *worker)
 	var stop atomic.Bool
-	t.Cleanup(func() { stop.Store(true) })
+	unblock := make(chan struct{})
+	t.Cleanup(func() { stop.Store(true); close(unblock) })
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
@@ -24,11 +37,17 @@ func holderThread(t *testing.T, spin bool) *worker {
 			ready <- nil
 			return
 		}
+		w.began.Store(sinceEpoch())
 		w.gen.Store(1)
 		w.state.Store(admitHolding)
 		ready <- w
+		if how == blocked {
+			// A locked goroutine that blocks parks its thread on a futex.
+			<-unblock
+			return
+		}
 		for x := 0; !stop.Load(); x++ {
-			if !spin {
+			if how == sleeping {
 				nap(200 * time.Microsecond)
 			}
 		}
@@ -91,5 +110,69 @@ func TestWatcherWaitsWhileTheHolderIsBetweenRequests(t *testing.T) {
 	}
 	if got := s.look(h); got != lookIdle {
 		t.Fatalf("look after %d idle looks = %d, want lookIdle", idleLooks, got)
+	}
+}
+
+func TestAThreadWaitingOnAFutexIsNotTakenForWaitingOnIO(t *testing.T) {
+	h := holderThreadDoing(t, blocked)
+	if h.probe.wchan == nil {
+		t.Skip("no /proc/thread-self/wchan here")
+	}
+	var buf [512]byte
+	waitUntil(t, func() bool { return h.probe.inFutex(buf[:]) }, "the blocked holder's thread to sleep on a futex")
+	if h.waiting(buf[:]) {
+		t.Fatal("a thread asleep on a futex (another thread's lock, the GIL) counted as waiting on I/O")
+	}
+	// Unless it is in Go waiting on the client: a parked locked goroutine's
+	// thread sleeps on a futex too.
+	h.inIO.Store(true)
+	if !h.waiting(buf[:]) {
+		t.Fatal("a thread blocked on the client in a Go callback not counted as waiting")
+	}
+	s := holderThreadDoing(t, sleeping)
+	waitUntil(t, func() bool { return s.waiting(buf[:]) }, "a sleeping holder to be seen waiting")
+	if s.probe.inFutex(buf[:]) {
+		t.Fatal("a thread in nanosleep reported as on a futex")
+	}
+}
+
+func TestAWaitingRequestFirstSeenLateSpillsAtTheFirstLook(t *testing.T) {
+	h := holderThreadDoing(t, sleeping)
+	h.began.Store(sinceEpoch() - int64(2*lateSight))
+	spilled := 0
+	for range 5 {
+		var s spillWatch
+		if s.look(h) == lookSpill {
+			spilled++
+		}
+	}
+	if spilled < 3 {
+		t.Fatalf("a request first seen %v after it began, asleep, spilled at the first look %d times in 5", 2*lateSight, spilled)
+	}
+	// Not so a computing one, nor one just begun.
+	c := holderThreadDoing(t, spinning)
+	c.began.Store(sinceEpoch() - int64(2*lateSight))
+	n := holderThreadDoing(t, sleeping)
+	n.began.Store(sinceEpoch() + int64(time.Hour))
+	for range 5 {
+		var s spillWatch
+		if s.look(c) == lookSpill {
+			t.Fatal("a computing request spilled at the first look")
+		}
+		s = spillWatch{}
+		if s.look(n) == lookSpill {
+			t.Fatal("a request that had just begun spilled at the first look")
+		}
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

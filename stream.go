@@ -166,10 +166,12 @@ func cs_go_stream(h C.uintptr_t, body *C.char, blen C.size_t) (rc C.long) {
 //export cs_go_stream_wait
 func cs_go_stream_wait(h C.uintptr_t) (rc C.long) {
 	defer recoverTo(&rc)
-	_, rq := current(h)
+	w, rq := current(h)
 	if rq == nil {
 		return C.CS_ERR_BAD_STATE
 	}
+	w.inIO.Store(true)
+	defer w.inIO.Store(false)
 	return rq.stream.waitRoom()
 }
 

@@ -127,7 +127,12 @@ type worker struct {
 	env    []byte        // packed environ, reused across requests
 	state  atomic.Int32  // admitIdle / admitHolding / admitSpilled
 	gen    atomic.Uint64 // requests taken, so the watcher tells them apart
-	probe  threadProbe   // this thread, for the watcher (spill.go)
+	began  atomic.Int64  // when the current request began (sinceEpoch)
+	// In a callback that may block on the client (reading the body,
+	// writing, flushing): its thread then sleeps on a futex, which the
+	// watcher would otherwise take for waiting on another thread (spill.go).
+	inIO  atomic.Bool
+	probe threadProbe // this thread, for the watcher (spill.go)
 }
 
 func (p *pool) work() {
@@ -153,6 +158,7 @@ func (p *pool) work() {
 			p.admit <- struct{}{}
 			return
 		}
+		w.began.Store(sinceEpoch())
 		w.gen.Add(1)
 		w.state.Store(admitHolding)
 		p.nudgeWatcher()
