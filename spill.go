@@ -25,8 +25,9 @@ import (
 // 200, 400 µs). A thread asleep on a futex does not count as waiting: it
 // waits for another thread that computes (the GIL, a Go P, a lock), and one
 // more thread in would only add to that contention; a request waits in
-// poll, a socket read or a timer. A request first seen late and found
-// waiting spills at once (lateSight).
+// poll, a socket read or a timer, or in Go on the client (worker.inIO:
+// there a parked locked goroutine's thread sleeps on a futex too). A
+// request first seen late and found waiting spills at once (lateSight).
 //
 // Why a watcher and not a timer per request: Go's timers cannot fire sooner
 // than ~1.1 ms while the process is otherwise idle (its poller sleeps in
