@@ -7,13 +7,7 @@ import (
 	"time"
 )
 
-// holderThread runs busy (spinning) or waiting (sleeping) on its own locked
-// OS thread, as a worker serving a request would, and returns a worker that
-// the watcher can sample.
-func holderThread(t *testing.T, spin bool) *worker {
-	return holderThreadDoing(t, map[bool]holding{true: spinning, false: sleeping}[spin])
-}
-
+// holding is what a holder thread does.
 type holding int
 
 const (
@@ -22,7 +16,10 @@ const (
 	blocked                 // waiting for another thread (a futex, as for the GIL)
 )
 
-func holderThreadDoing(t *testing.T, how holding) *worker {
+// holderThread runs as a worker serving a request would (computing, waiting
+// on a timer, or blocked on another thread) on its own locked OS thread, and
+// returns a worker that the watcher can sample.
+func holderThread(t *testing.T, how holding) *worker {
 	t.Helper()
 	ready := make(chan *worker)
 	var stop atomic.Bool
@@ -76,7 +73,7 @@ func watch(h *worker) time.Duration {
 }
 
 func TestWatcherSpillsAWaitingRequestAtOnce(t *testing.T) {
-	h := holderThread(t, false)
+	h := holderThread(t, sleeping)
 	// A busy machine can stretch the naps past spillAfter now and then;
 	// the decision must come from the samples in most attempts.
 	early := 0
@@ -91,7 +88,7 @@ func TestWatcherSpillsAWaitingRequestAtOnce(t *testing.T) {
 }
 
 func TestWatcherLeavesAComputingRequestUntilSpillAfter(t *testing.T) {
-	h := holderThread(t, true)
+	h := holderThread(t, spinning)
 	for range 5 {
 		if d := watch(h); d < spillAfter {
 			t.Fatalf("a spinning holder was spilled after %v, before spillAfter (%v): computing taken for waiting", d, spillAfter)
@@ -100,7 +97,7 @@ func TestWatcherLeavesAComputingRequestUntilSpillAfter(t *testing.T) {
 }
 
 func TestWatcherWaitsWhileTheHolderIsBetweenRequests(t *testing.T) {
-	h := holderThread(t, false)
+	h := holderThread(t, sleeping)
 	h.state.Store(admitIdle)
 	var s spillWatch
 	for i := 0; i < idleLooks; i++ {
@@ -114,7 +111,7 @@ func TestWatcherWaitsWhileTheHolderIsBetweenRequests(t *testing.T) {
 }
 
 func TestAThreadWaitingOnAFutexIsNotTakenForWaitingOnIO(t *testing.T) {
-	h := holderThreadDoing(t, blocked)
+	h := holderThread(t, blocked)
 	if h.probe.wchan == nil {
 		t.Skip("no /proc/thread-self/wchan here")
 	}
@@ -129,7 +126,7 @@ func TestAThreadWaitingOnAFutexIsNotTakenForWaitingOnIO(t *testing.T) {
 	if !h.waiting(buf[:]) {
 		t.Fatal("a thread blocked on the client in a Go callback not counted as waiting")
 	}
-	s := holderThreadDoing(t, sleeping)
+	s := holderThread(t, sleeping)
 	waitUntil(t, func() bool { return s.waiting(buf[:]) }, "a sleeping holder to be seen waiting")
 	if s.probe.inFutex(buf[:]) {
 		t.Fatal("a thread in nanosleep reported as on a futex")
@@ -137,7 +134,7 @@ func TestAThreadWaitingOnAFutexIsNotTakenForWaitingOnIO(t *testing.T) {
 }
 
 func TestAWaitingRequestFirstSeenLateSpillsAtTheFirstLook(t *testing.T) {
-	h := holderThreadDoing(t, sleeping)
+	h := holderThread(t, sleeping)
 	h.began.Store(sinceEpoch() - int64(2*lateSight))
 	spilled := 0
 	for range 5 {
@@ -150,9 +147,9 @@ func TestAWaitingRequestFirstSeenLateSpillsAtTheFirstLook(t *testing.T) {
 		t.Fatalf("a request first seen %v after it began, asleep, spilled at the first look %d times in 5", 2*lateSight, spilled)
 	}
 	// Not so a computing one, nor one just begun.
-	c := holderThreadDoing(t, spinning)
+	c := holderThread(t, spinning)
 	c.began.Store(sinceEpoch() - int64(2*lateSight))
-	n := holderThreadDoing(t, sleeping)
+	n := holderThread(t, sleeping)
 	n.began.Store(sinceEpoch() + int64(time.Hour))
 	for range 5 {
 		var s spillWatch
