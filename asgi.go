@@ -16,8 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
-
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // asgiRequest is one HTTP request served by an ASGI app. Its ServeHTTP
@@ -546,16 +544,16 @@ func acceptsTrailers(r *http.Request) bool {
 // client cert name; then (lowercased name, value) header pairs: host first
 // (when sent), the X-Forwarded-* trio (see forwarded.go), the others.
 func appendScope(b []byte, r *http.Request) []byte {
-	root, rest := splitScriptName(r)
+	t := requestTarget(r)
 	fwd := forwardedHeaders(r)
 	scheme := fwd.scheme()
 	b = field(b, r.Method)
 	b = field(b, scheme)
 	b = field(b, httpVersion(r))
-	b = field(b, root+rest)
-	b = field(b, rawPath(r))
-	b = field(b, r.URL.RawQuery)
-	b = field(b, root)
+	b = field(b, t.script+t.path)
+	b = field(b, t.rawPath(r))
+	b = field(b, t.query)
+	b = field(b, t.script)
 	chost, cport := remoteAddrPort(r)
 	b = field(b, chost)
 	b = field(b, cport)
@@ -610,19 +608,6 @@ func httpVersion(r *http.Request) string {
 		return "1.0"
 	}
 	return "1.1"
-}
-
-// rawPath is the path as the client sent it (still percent-encoded, prefix
-// included), without the query string.
-func rawPath(r *http.Request) string {
-	if uri := requestURI(r); strings.HasPrefix(uri, "/") {
-		p, _, _ := strings.Cut(uri, "?")
-		return p
-	}
-	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
-		return orig.URL.EscapedPath()
-	}
-	return r.URL.EscapedPath()
 }
 
 // appendTLS adds the four fields of the ASGI tls extension (empty without TLS).

@@ -82,12 +82,12 @@ func (w *worker) serve(ts C.cs_tstate, rq *request) {
 // "bytes-as-str"). Go does the string work here because it is cheaper than
 // doing it in Python; the wsgi.* keys are added by caddysnake_py.wsgi.
 func appendEnviron(b []byte, r *http.Request) []byte {
-	script, pathInfo := splitScriptName(r)
+	t := requestTarget(r)
 	b = pair(b, "REQUEST_METHOD", r.Method)
-	b = pair(b, "SCRIPT_NAME", script)
-	b = pair(b, "PATH_INFO", pathInfo)
-	b = pair(b, "QUERY_STRING", r.URL.RawQuery)
-	b = pair(b, "REQUEST_URI", requestURI(r))
+	b = pair(b, "SCRIPT_NAME", t.script)
+	b = pair(b, "PATH_INFO", t.path)
+	b = pair(b, "QUERY_STRING", t.query)
+	b = pair(b, "REQUEST_URI", t.uri)
 	b = pair(b, "SERVER_PROTOCOL", serverProtocol(r))
 	fwd := forwardedHeaders(r)
 	scheme := fwd.scheme()
@@ -175,23 +175,6 @@ func headerPair(b []byte, k string, vs []string) []byte {
 	return b
 }
 
-// splitScriptName returns (SCRIPT_NAME, PATH_INFO). When handle_path or
-// `uri strip_prefix` removed a prefix, the original path ends with the
-// current one and the removed prefix is SCRIPT_NAME, so url_for() and
-// friends keep generating prefixed URLs. Both are percent-decoded.
-func splitScriptName(r *http.Request) (string, string) {
-	path := r.URL.Path
-	orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
-	if !ok || orig.URL == nil {
-		return "", path
-	}
-	op := orig.URL.Path
-	if len(op) > len(path) && strings.HasSuffix(op, path) && (path == "" || path[0] == '/') {
-		return op[:len(op)-len(path)], path
-	}
-	return "", path
-}
-
 // serverProtocol is the request's HTTP version, except that a 1.x above 1.1
 // (Go accepts "HTTP/1.2" and answers it as 1.1) is reported as HTTP/1.1, as
 // the ASGI scope reports it (httpVersion) and as the response goes out.
@@ -200,15 +183,6 @@ func serverProtocol(r *http.Request) string {
 		return "HTTP/1.1"
 	}
 	return r.Proto
-}
-
-// requestURI is the request target as the client sent it: Caddy's rewrites
-// (handle_path, uri strip_prefix) change r.RequestURI, not the original.
-func requestURI(r *http.Request) string {
-	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.RequestURI != "" {
-		return orig.RequestURI
-	}
-	return r.RequestURI
 }
 
 // serverNamePort is the address the connection arrived on, as gunicorn and

@@ -7,14 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // testdataDir is resolved before any test changes the working directory.
@@ -108,37 +106,6 @@ func TestServerNamePortDefaults(t *testing.T) {
 	env := decodeEnviron(t, appendEnviron(nil, r))
 	if env["wsgi.url_scheme"] != "https" {
 		t.Errorf("url_scheme under TLS = %q", env["wsgi.url_scheme"])
-	}
-}
-
-// withOriginal simulates what Caddy's server does before handle_path/uri
-// strip_prefix rewrite the path: it records the original request.
-func withOriginal(r *http.Request, origPath string) *http.Request {
-	u := *r.URL
-	u.Path = origPath
-	ctx := context.WithValue(r.Context(), caddyhttp.OriginalRequestCtxKey, http.Request{URL: &u})
-	return r.WithContext(ctx)
-}
-
-func TestSplitScriptName(t *testing.T) {
-	for _, tc := range []struct{ orig, cur, script, path string }{
-		{"/api/users", "/users", "/api", "/users"},
-		{"/api/", "/", "/api", "/"},
-		{"/a/b/c", "/c", "/a/b", "/c"},
-		{"/same", "/same", "", "/same"},
-		{"/old", "/new", "", "/new"}, // a rewrite, not a prefix strip
-		{"/x/caf\xc3\xa9", "/caf\xc3\xa9", "/x", "/caf\xc3\xa9"},
-	} {
-		r := httptest.NewRequest("GET", "/", nil)
-		r.URL = &url.URL{Path: tc.cur}
-		s, p := splitScriptName(withOriginal(r, tc.orig))
-		if s != tc.script || p != tc.path {
-			t.Errorf("orig %q cur %q: got (%q, %q), want (%q, %q)", tc.orig, tc.cur, s, p, tc.script, tc.path)
-		}
-	}
-	r := httptest.NewRequest("GET", "/plain", nil)
-	if s, p := splitScriptName(r); s != "" || p != "/plain" {
-		t.Errorf("no original request: got (%q, %q)", s, p)
 	}
 }
 

@@ -85,6 +85,19 @@ def test_path_is_percent_decoded_utf8_raw_path_is_not(asgi_server):
     assert scope["query_string"] == b"q=%C3%A9&r=a+b"
 
 
+@pytest.mark.parametrize("target, path, raw_path, query", [
+    ("/scope/f#frag", "/scope/f", b"/scope/f", b""),
+    ("/scope/f?a=1#frag", "/scope/f", b"/scope/f", b"a=1"),
+    ("/scope/f#frag?a=1", "/scope/f", b"/scope/f", b""),
+    ("/scope/f%23x", "/scope/f#x", b"/scope/f%23x", b""),  # an encoded # is part of the path
+])
+def test_fragment_in_the_target_is_dropped(asgi_server, target, path, raw_path, query):
+    # Clients should not send one; uvicorn drops it when they do.
+    scope, _ = raw_scope(asgi_server.port,
+                         f"GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == (path, raw_path, query)
+
+
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND"])
 def test_methods(asgi_server, method):
     scope, _ = get_scope(asgi_server.url("/scope/m"), method=method,

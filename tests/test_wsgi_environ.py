@@ -99,6 +99,20 @@ def test_query_string_raw_not_decoded(raw_server):
     assert env["PATH_INFO"] == "/env"
 
 
+@pytest.mark.parametrize("target, path, query", [
+    ("/env/f#frag", "/env/f", ""),
+    ("/env/f?a=1#frag", "/env/f", "a=1"),
+    ("/env/f#frag?a=1", "/env/f", ""),
+    ("/env/f%23x", "/env/f#x", ""),  # an encoded # is part of the path
+])
+def test_fragment_in_the_target_is_dropped(raw_server, target, path, query):
+    # Clients should not send one; gunicorn and uvicorn drop it when they do.
+    env = raw_env(raw_server.port,
+                  f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())["environ"]
+    assert (env["PATH_INFO"], env["QUERY_STRING"]) == (path, query)
+    assert env["REQUEST_URI"] == target  # as sent
+
+
 # ---------------------------------------------------------------- body-related variables
 
 

@@ -1,0 +1,87 @@
+package caddysnake
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// target is the request target as the app sees it, in both protocols: WSGI
+// SCRIPT_NAME / PATH_INFO / QUERY_STRING / REQUEST_URI and ASGI root_path /
+// path / query_string / raw_path.
+type target struct {
+	script string // the prefix handle_path or `uri strip_prefix` removed (decoded)
+	path   string // the rest of the path (decoded)
+	query  string // raw, without "?"
+	uri    string // the request target as the client sent it
+	orig   *url.URL
+}
+
+// requestTarget reads the target once per request (one context lookup:
+// Caddy's rewrites change r.URL and r.RequestURI, and keep the original in
+// the context).
+func requestTarget(r *http.Request) target {
+	t := target{path: r.URL.Path, query: r.URL.RawQuery, uri: r.RequestURI}
+	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
+		t.orig = orig.URL
+		if orig.RequestURI != "" {
+			t.uri = orig.RequestURI
+		}
+		t.script, t.path = splitScriptName(orig.URL.Path, t.path)
+	}
+	if strings.IndexByte(t.uri, '#') >= 0 {
+		t.dropFragment()
+	}
+	return t
+}
+
+// splitScriptName returns (SCRIPT_NAME, PATH_INFO) from the original and the
+// current path. When handle_path or `uri strip_prefix` removed a prefix, the
+// original path ends with the current one and the removed prefix is
+// SCRIPT_NAME, so url_for() and friends keep generating prefixed URLs.
+func splitScriptName(orig, path string) (string, string) {
+	if len(orig) > len(path) && strings.HasSuffix(orig, path) && (path == "" || path[0] == '/') {
+		return orig[:len(orig)-len(path)], path
+	}
+	return "", path
+}
+
+// dropFragment removes a "#fragment" the client sent in the target. RFC 9112
+// allows none there, but gunicorn and uvicorn accept one and drop it, while
+// Go leaves it in the path ("/f#x" is the path "/f#x") or in the query
+// ("?a#x"). Only a literal '#' starts one: an encoded %23 is part of the path.
+func (t *target) dropFragment() {
+	i := strings.IndexByte(t.uri, '#')
+	q := strings.IndexByte(t.uri, '?')
+	if q >= 0 && q < i { // the fragment follows the query
+		t.query, _, _ = strings.Cut(t.query, "#")
+		return
+	}
+	// The fragment follows the path; Go put what follows a '?' in it into
+	// the query, and the rest, decoded, at the end of the path.
+	t.query = ""
+	raw := t.uri[i:]
+	if q >= 0 {
+		raw = t.uri[i:q]
+	}
+	if frag, err := url.PathUnescape(raw); err == nil && strings.HasSuffix(t.path, frag) {
+		t.path = t.path[:len(t.path)-len(frag)]
+	}
+}
+
+// rawPath is the path as the client sent it (still percent-encoded, prefix
+// included), without the query string or a fragment.
+func (t *target) rawPath(r *http.Request) string {
+	if strings.HasPrefix(t.uri, "/") {
+		if i := strings.IndexAny(t.uri, "?#"); i >= 0 {
+			return t.uri[:i]
+		}
+		return t.uri
+	}
+	if t.orig != nil {
+		return t.orig.EscapedPath()
+	}
+	return r.URL.EscapedPath()
+}

@@ -1,0 +1,63 @@
+package caddysnake
+
+import (
+	"bufio"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/rewrite"
+)
+
+// served parses a raw request target as Go's server does and prepares the
+// request as Caddy's server does (which records the original request), then
+// applies handle_path's prefix strip when prefix is set.
+func served(t *testing.T, rawTarget, prefix string) *http.Request {
+	t.Helper()
+	r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET " + rawTarget + " HTTP/1.1\r\nHost: example.com\r\n\r\n")))
+	if err != nil {
+		t.Fatalf("%q: %v", rawTarget, err)
+	}
+	repl := caddy.NewReplacer()
+	r = caddyhttp.PrepareRequest(r, repl, nil, nil)
+	if prefix != "" {
+		rewrite.Rewrite{StripPathPrefix: prefix}.Rewrite(r, repl)
+	}
+	return r
+}
+
+func TestRequestTarget(t *testing.T) {
+	for _, tc := range []struct{ raw, prefix, script, path, query, rawPath string }{
+		{"/plain?a=1", "", "", "/plain", "a=1", "/plain"},
+		{"/api/users?x", "/api", "/api", "/users", "x", "/api/users"},
+		{"/api/", "/api", "/api", "/", "", "/api/"},
+		{"/a/b/c", "/a/b", "/a/b", "/c", "", "/a/b/c"},
+		{"/x/caf%C3%A9", "/x", "/x", "/caf\xc3\xa9", "", "/x/caf%C3%A9"},
+		// A fragment is dropped, as gunicorn and uvicorn do; %23 is not one.
+		{"/f#frag", "", "", "/f", "", "/f"},
+		{"/f?a=1#frag", "", "", "/f", "a=1", "/f"},
+		{"/f#a?b", "", "", "/f", "", "/f"},
+		{"/a%20b#c%20d", "", "", "/a b", "", "/a%20b"},
+		{"/f%23x", "", "", "/f#x", "", "/f%23x"},
+		{"/f%23x#y", "", "", "/f#x", "", "/f%23x"},
+		{"/api/f#frag", "/api", "/api", "/f", "", "/api/f"},
+	} {
+		r := served(t, tc.raw, tc.prefix)
+		tg := requestTarget(r)
+		if tg.script != tc.script || tg.path != tc.path || tg.query != tc.query || tg.uri != tc.raw {
+			t.Errorf("%q (strip %q): got script %q path %q query %q uri %q; want %q %q %q %q",
+				tc.raw, tc.prefix, tg.script, tg.path, tg.query, tg.uri, tc.script, tc.path, tc.query, tc.raw)
+		}
+		if p := tg.rawPath(r); p != tc.rawPath {
+			t.Errorf("%q: raw path %q, want %q", tc.raw, p, tc.rawPath)
+		}
+	}
+	// A rewrite that is not a prefix strip leaves SCRIPT_NAME empty.
+	r := served(t, "/old", "")
+	rewrite.Rewrite{URI: "/new"}.Rewrite(r, caddy.NewReplacer())
+	if tg := requestTarget(r); tg.script != "" || tg.path != "/new" {
+		t.Errorf("rewrite: got (%q, %q)", tg.script, tg.path)
+	}
+}
