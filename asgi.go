@@ -72,7 +72,8 @@ type asgiCmd struct {
 	status int
 	header http.Header
 	body   []byte
-	more   bool // more_body / more_trailers, or "failed" for cmdDone
+	more   bool // more_body / more_trailers / trailers announced, or "failed" for cmdDone
+	now    bool // cmdStart: send the headers now (C's CS_START_NOW)
 	size   int  // cmdWantBody on a WebSocket: bytes of the status messages received
 	path   string
 	ref    pyRef
@@ -316,8 +317,16 @@ func (rq *asgiRequest) handle_(c *asgiCmd) bool {
 		}
 	case cmdStart:
 		// Held until the first body bytes (as a WSGI server does), so an
-		// app that fails before sending any body still gets a clean 500.
+		// app that fails before sending any body still gets a clean 500;
+		// except a response of unknown length whose body did not come with
+		// it (a stream, an event feed): the client gets its headers now, as
+		// reverse_proxy flushes such a response's headers at once (and
+		// uvicorn sends every start at once).
 		rq.started, rq.trailers, rq.status, rq.header = true, c.more, c.status, c.header
+		if c.now {
+			rq.commit()
+			rq.unflushed = true // settle, at the end of the batch
+		}
 	case cmdBody:
 		ref := c.ref
 		c.ref = nil

@@ -17,6 +17,9 @@ import (
 // goroutine, so building the header map costs the loop thread nothing.
 func decodeMsg(m *C.cs_msg) asgiCmd {
 	c := asgiCmd{kind: int(m.kind), status: int(m.status), more: m.flags != 0}
+	if c.kind == cmdStart {
+		c.more, c.now = m.flags&C.CS_START_TRAILERS != 0, m.flags&C.CS_START_NOW != 0
+	}
 	data := unsafe.Slice((*byte)(unsafe.Pointer(m.data)), int(m.len))
 	if m.ref != nil {
 		// By reference (a large body chunk or WebSocket message, or a read

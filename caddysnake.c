@@ -491,6 +491,12 @@ static cs_msg *ready_head, *ready_tail; /* flushed, not yet taken by Go */
 static int ready_signaled;              /* out_efd written since Go last took */
 static int late_armed;                  /* the timerfd is set */
 static long long out_first_ns;          /* when out_head was posted */
+/* The CS_MSG_START messages posted since the last flush that still carry
+ * CS_START_NOW; msg_post clears the flag when another message of the same
+ * request follows before the flush. Almost always empty: only starts without
+ * a Content-Length enter it, and most leave with their body. */
+static cs_msg **held;
+static size_t held_len, held_cap;
 
 static void wake_fd(int fd) {
     uint64_t one = 1;
@@ -579,12 +585,45 @@ static cs_msg *msg_new(uintptr_t handle, int kind, size_t nhdr, size_t extra, si
     return m;
 }
 
+/* Remember a CS_START_NOW start until the flush. owns: m stays the outbox's.
+ * out_mu held; GIL: held (the loop thread). */
+static void hold_start(cs_msg *m) {
+    if (held_len == held_cap) {
+        size_t cap = held_cap ? held_cap * 2 : 16;
+        cs_msg **h = realloc(held, cap * sizeof *h);
+        if (h == NULL) {
+            m->flags &= ~CS_START_NOW; /* held for the body, as a sized one */
+            return;
+        }
+        held = h;
+        held_cap = cap;
+    }
+    held[held_len++] = m;
+}
+
+/* A message of request handle follows its start in the same flush: the start
+ * goes out with it, not before. out_mu held; GIL: held (the loop thread). */
+static void unhold_start(uintptr_t handle) {
+    for (size_t i = 0; i < held_len; i++) {
+        if (held[i]->handle == handle) {
+            held[i]->flags &= ~CS_START_NOW;
+            held[i] = held[--held_len];
+            return;
+        }
+    }
+}
+
 /* Queue m until the next flush; CS_OK_FLUSH if it is the first since the
  * last one (the driver schedules the flush). owns: takes m. GIL: held (the
  * loop thread), but only out_mu matters here. */
 static long msg_post(cs_msg *m) {
     int arm = 0;
     pthread_mutex_lock(&out_mu);
+    if (m->kind == CS_MSG_START && (m->flags & CS_START_NOW)) {
+        hold_start(m);
+    } else if (held_len > 0 && m->kind != CS_MSG_WANT_BODY) {
+        unhold_start(m->handle);
+    }
     int first = out_head == NULL;
     if (first) {
         out_head = m;
@@ -615,6 +654,7 @@ static int out_flush_locked(void) {
     }
     ready_tail = out_tail;
     out_head = out_tail = NULL;
+    held_len = 0; /* what is left there goes out at once */
     int wake = !ready_signaled;
     ready_signaled = 1;
     return wake;
@@ -761,7 +801,8 @@ static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
     cs_str stack[CS_STACK_HEADERS * 2], *hdrs;
     PyObject *keep = NULL;
     Py_ssize_t n = asgi_headers(headers, &hdrs, stack, &keep);
-    long rc = (n < 0 || check_headers(hdrs, (size_t)n) >= -1) ? CS_OK : CS_ERR_BAD_HEADER;
+    long long length = n < 0 ? -1 : check_headers(hdrs, (size_t)n);
+    long rc = length >= -1 ? CS_OK : CS_ERR_BAD_HEADER;
     cs_msg *m = (n < 0 || rc != CS_OK) ? NULL : headers_msg((uintptr_t)handle, kinds[kind], hdrs, (size_t)n);
     if (hdrs != stack) {
         PyMem_Free(hdrs);
@@ -772,6 +813,9 @@ static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
     }
     m->status = status;
     m->flags = flags;
+    if (kinds[kind] == CS_MSG_START && length < 0) {
+        m->flags |= CS_START_NOW; /* unless the body follows in this flush: msg_post */
+    }
     return due_or_raise(msg_post(m));
 }
 

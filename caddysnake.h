@@ -155,7 +155,7 @@ void cs_asgi_push(cs_event ev);
 
 /* Kinds of app messages (the numbers are Go's asgiCmd kinds). */
 enum {
-    CS_MSG_START = 1,      /* status; hdr; flags: trailers announced */
+    CS_MSG_START = 1,      /* status; hdr; flags: CS_START_* */
     CS_MSG_EARLY_HINT = 2, /* hdr (Link) */
     CS_MSG_TRAILERS = 3,   /* hdr; flags: more trailers */
     CS_MSG_BODY = 4,       /* data; flags: more body */
@@ -169,6 +169,11 @@ enum {
     CS_MSG_WS_SEND = 9,    /* data; flags: text */
     CS_MSG_WS_CLOSE = 10,  /* status: close code; data: reason */
 };
+/* CS_MSG_START flags. NOW: the response has no Content-Length and no other
+ * message of the request (but CS_MSG_WANT_BODY) came in the same flush: the
+ * app is producing the body (a stream, an event feed), so Go sends the
+ * headers at once instead of holding them for the first body bytes. */
+enum { CS_START_TRAILERS = 1, CS_START_NOW = 2 };
 
 /* One app message, in one malloc'd block (hdr and data point into it). The
  * list Go takes (cs_asgi_take_msgs) is Go's to read and to free

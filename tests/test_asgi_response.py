@@ -29,6 +29,45 @@ def test_hello(asgi_server):
     assert r.headers["content-length"] == "10"
 
 
+def test_headers_of_an_unsized_response_go_out_before_its_body(asgi_server):
+    # An event feed: the client (EventSource's open) sees the headers before
+    # the first event, as through reverse_proxy to uvicorn.
+    s = socket.create_connection(("127.0.0.1", asgi_server.port), timeout=10)
+    try:
+        s.sendall(b"GET /start-then-wait?t=3 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        s.settimeout(1.5)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            try:
+                c = s.recv(4096)
+            except socket.timeout:
+                raise AssertionError(f"no headers 1.5 s into a 3 s wait for the body: {head!r}") from None
+            assert c, head
+            head += c
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"text/event-stream" in head.lower()
+        s.settimeout(10)
+        rest = head
+        while c:
+            c = s.recv(4096)
+            rest += c
+        assert b"late body" in rest
+    finally:
+        s.close()
+
+
+def test_an_unsized_start_sent_with_its_body_is_one_sized_response(asgi_server):
+    resp = raw_request(asgi_server.port, b"GET /start-then-wait?t=0 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert resp.status == 200
+    assert resp.header("content-length") == "9" and resp.header("transfer-encoding") is None
+    assert resp.body == b"late body"
+
+
+def test_a_sized_start_is_held_so_a_later_failure_is_a_500(asgi_server):
+    r = httpx.get(asgi_server.url("/start-then-wait?cl=1&t=0.3&raise=1"), timeout=10)
+    assert r.status_code == 500
+
+
 def test_status_and_duplicate_response_headers(asgi_server):
     resp = raw_request(asgi_server.port, b"GET /response-headers HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     assert resp.status == 201, resp.raw[:500]

@@ -159,6 +159,23 @@ async def stream(scope, receive, send):
     await send({"type": "http.response.body", "body": b"end", "more_body": False})
 
 
+async def start_then_wait(scope, receive, send):
+    """http.response.start, then ?t= seconds before the body (an event feed
+    whose first event comes later); ?cl=1 declares a Content-Length, ?raise=1
+    raises instead of sending the body."""
+    q = qs(scope)
+    body = b"late body"
+    headers = [(b"content-type", b"text/event-stream")]
+    if q.get("cl"):
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if q.get("t", "2") != "0":  # t=0: the body in the same step, no wait
+        await asyncio.sleep(float(q.get("t", "2")))
+    if q.get("raise"):
+        raise RuntimeError("start-then-wait-" + q.get("id", "x"))
+    await send({"type": "http.response.body", "body": body})
+
+
 async def respond_then_block(scope, receive, send):
     """The whole response, then ?t= seconds of loop-blocking work in the same
     task (an async FastAPI background task calling blocking code)."""
@@ -507,6 +524,7 @@ ROUTES = {
     "/response-headers": response_headers,
     "/set-headers": set_headers,
     "/lifespan-log": lifespan_log,
+    "/start-then-wait": start_then_wait,
     "/error/before-start": err_before_start,
     "/error/after-start": err_after_start,
     "/error/after-start-cl": err_after_start_cl,
