@@ -60,11 +60,14 @@ func (t *target) dropFragment() {
 		return
 	}
 	// The fragment follows the path; Go put what follows a '?' in it into
-	// the query, and the rest, decoded, at the end of the path.
-	t.query = ""
+	// the query (unless a rewrite set another), and the rest, decoded, at
+	// the end of the path.
 	raw := t.uri[i:]
 	if q >= 0 {
 		raw = t.uri[i:q]
+		if t.query == t.uri[q+1:] {
+			t.query = ""
+		}
 	}
 	if frag, err := url.PathUnescape(raw); err == nil && strings.HasSuffix(t.path, frag) {
 		t.path = t.path[:len(t.path)-len(frag)]
