@@ -795,8 +795,10 @@ static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
     if (kind < 1 || kind > 4) {
         return raise_code(CS_ERR_BAD_STATE);
     }
-    if (kind == 1 && (status < 200 || status > 999)) {
-        return raise_code(CS_ERR_BAD_STATUS);
+    if (kind == 1 && (status < 200 || status > 599)) {
+        /* A final response's code (RFC 9110 15: 1xx are interim; 6xx and up
+         * have no class). uvicorn refuses those too (a 500). */
+        return PyErr_Format(PyExc_ValueError, "invalid response status code %d: must be 200-599", status);
     }
     cs_str stack[CS_STACK_HEADERS * 2], *hdrs;
     PyObject *keep = NULL;

@@ -38,7 +38,7 @@ enum {
     CS_ERR_BAD_HEADER = -2,    /* invalid response header name/value: ValueError */
     CS_ERR_BAD_STATE = -3,     /* call out of order (e.g. body before headers): RuntimeError */
     CS_ERR_IO = -4,            /* other I/O failure: OSError */
-    CS_ERR_BAD_STATUS = -5,    /* status code outside 100..999: ValueError */
+    CS_ERR_BAD_STATUS = -5,    /* WSGI status code outside 200..999: ValueError */
     CS_ERR_BAD_CLOSE = -7,     /* websocket.close code not sendable (RFC 6455 7.4) */
 };
 

@@ -83,6 +83,7 @@ def test_return_without_response_is_500(asgi_server):
     ("str-body", ["body", "str"]),
     ("int-header", ["header"]),
     ("str-status", ["status", "str"]),
+    ("status-600", ["status code 600", "200-599"]),  # as uvicorn refuses it
     ("body-before-start", ["http.response.body", "http.response.start"]),
 ])
 def test_invalid_message_is_500_and_logged(asgi_server, route, needles):

@@ -486,6 +486,11 @@ async def err_int_header(scope, receive, send):
     await send({"type": "http.response.body", "body": b"x"})
 
 
+async def err_status_600(scope, receive, send):
+    await send({"type": "http.response.start", "status": 600, "headers": []})
+    await send({"type": "http.response.body", "body": b"x"})
+
+
 async def err_str_status(scope, receive, send):
     await send({"type": "http.response.start", "status": "200", "headers": []})
     await send({"type": "http.response.body", "body": b"x"})
@@ -533,6 +538,7 @@ ROUTES = {
     "/error/str-body": err_str_body,
     "/error/int-header": err_int_header,
     "/error/str-status": err_str_status,
+    "/error/status-600": err_status_600,
     "/error/body-before-start": err_body_before_start,
 }
 
