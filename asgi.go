@@ -33,7 +33,7 @@ type asgiRequest struct {
 	wsEnded atomic.Bool     // the WebSocket reader saw the connection end
 	started bool            // the app sent http.response.start
 	status  int             // its status
-	header  http.Header     // its headers, applied when the first body bytes go out
+	header  http.Header     // its headers, applied by commit: with the first body bytes, or at once (cmdStart)
 	sent    bool            // the status line has been written to the ResponseWriter
 	// trailers: the app announced trailers, so the body is flushed as it is
 	// written (chunked) and the response ends with http.response.trailers.
