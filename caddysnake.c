@@ -1388,16 +1388,23 @@ static PyObject *build_environ(const char *env, size_t len) {
 }
 
 void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
-                    uintptr_t handle, int has_body) {
+                    uintptr_t handle, int has_body, const char *body, size_t body_len) {
     PyEval_RestoreThread((PyThreadState *)ts);
     PyObject *environ = build_environ(env, env_len);
-    RequestObject *req = environ ? PyObject_New(RequestObject, &RequestType) : NULL;
+    /* The driver's body argument: the bytes Go read ahead, else a bool. */
+    PyObject *input = NULL;
+    if (environ != NULL && body != NULL) {
+        input = PyBytes_FromStringAndSize(body, (Py_ssize_t)body_len);
+    } else if (environ != NULL) {
+        input = has_body ? Py_True : Py_False;
+        Py_INCREF(input);
+    }
+    RequestObject *req = input ? PyObject_New(RequestObject, &RequestType) : NULL;
     PyObject *res = NULL;
     if (req != NULL) {
         req->h = handle;
         req->busy = 0;
-        PyObject *args[4] = {(PyObject *)app, environ, (PyObject *)req,
-                             has_body ? Py_True : Py_False};
+        PyObject *args[4] = {(PyObject *)app, environ, (PyObject *)req, input};
         res = PyObject_Vectorcall(g_wsgi_handle, args, 4, NULL);
         req->h = 0; /* the request is over: stale references must not reach Go */
     }
@@ -1408,6 +1415,7 @@ void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
     }
     Py_XDECREF(res);
     Py_XDECREF((PyObject *)req);
+    Py_XDECREF(input);
     Py_XDECREF(environ);
     PyEval_SaveThread();
 }

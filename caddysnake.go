@@ -279,6 +279,7 @@ func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	}
 	rq := newRequest(w, r)
 	defer rq.release()
+	rq.readAhead()
 	switch err := p.pool.submit(rq, time.Duration(p.MaxWait)); {
 	case err == errClientGone:
 		return nil // nobody is left to answer

@@ -97,10 +97,12 @@ void cs_thread_detach(cs_tstate ts);
  *            C copies them into Python str objects before doing anything else
  *   handle   opaque value passed back to every Go callback for this request
  *   has_body whether wsgi.input may yield bytes
+ *   body     NULL, or borrowed Go memory: the whole body (body_len bytes),
+ *            read ahead by Go; C copies it into the bytes wsgi.input reads
  * Response bytes flow out through the cs_go_* callbacks (declared by cgo in
  * _cgo_export.h). GIL: not held in/out. */
 void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
-                    uintptr_t handle, int has_body);
+                    uintptr_t handle, int has_body, const char *body, size_t body_len);
 
 /* ------------------------------------------------------------------------
  * ASGI. One asyncio loop per interpreter runs on its own Python thread, and
@@ -131,7 +133,8 @@ enum {
     CS_EV_WS_MSG = 6,     /* data: a WebSocket message; flags: 1 if text (UTF-8) */
 };
 enum { CS_NEW_HAS_BODY = 1, CS_NEW_TRAILERS = 2, CS_NEW_TLS = 4, CS_NEW_WEBSOCKET = 8,
-       CS_NEW_LARGE_BODY = 16 /* CS_ZERO_COPY_MIN or more, or of unknown length */ };
+       CS_NEW_LARGE_BODY = 16, /* CS_ZERO_COPY_MIN or more, or of unknown length */
+       CS_NEW_BODY_AHEAD = 32 /* Go reads the first body chunk unasked: a CS_EV_BODY follows */ };
 
 /* One queued event. data is malloc'd by Go (C.malloc); whoever takes the
  * event owns it and frees it. app: for CS_EV_NEW, the Runner the request

@@ -5,6 +5,7 @@ import "C"
 
 import (
 	"encoding/binary"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -30,6 +31,15 @@ type request struct {
 	// chunks for the app's thread, see stream.go).
 	streaming bool
 	stream    streamer
+	// The start of the request body, read by the ServeHTTP goroutine before
+	// the request is queued (readAhead): ahead is what the app has not been
+	// given yet, aheadErr the error that ended that read, whole whether ahead
+	// is the whole body (it then reaches the app as bytes, not through
+	// cs_go_read). aheadBuf is ahead's storage, kept with the pooled request.
+	ahead    []byte
+	aheadErr error
+	whole    bool
+	aheadBuf []byte
 }
 
 var requestPool = sync.Pool{New: func() any {
@@ -40,7 +50,41 @@ func newRequest(w http.ResponseWriter, r *http.Request) *request {
 	rq := requestPool.Get().(*request)
 	rq.w, rq.r = w, r
 	rq.status, rq.body, rq.aborted, rq.rc = 0, bodyLimit{length: -1}, false, nil
+	rq.ahead, rq.aheadErr, rq.whole = nil, nil, false
 	return rq
+}
+
+// readAheadMax: bodies this long or longer are read only as the app asks.
+// The same bound as for ASGI: from there on, bodies are read without a copy.
+const readAheadMax = C.CS_ZERO_COPY_MIN
+
+// readAhead reads the start of a small request body (of known length, under
+// readAheadMax; see bodyAhead) on the ServeHTTP goroutine, before the
+// request waits for a Python thread. Such a body nearly always came with
+// the headers: the app then gets it as one bytes object, with no call back
+// into Go, and no Python thread waits on a client that is slow to send it.
+// One Read, as for ASGI: only what has arrived, or else its first bytes;
+// the rest is read when the app asks for it.
+func (rq *request) readAhead() {
+	r := rq.r
+	if r.Body == nil || r.ContentLength <= 0 || r.ContentLength >= readAheadMax || !bodyAhead(r) {
+		return
+	}
+	if rq.aheadBuf == nil {
+		rq.aheadBuf = make([]byte, readAheadMax)
+	}
+	b := rq.aheadBuf[:r.ContentLength]
+	n, err := 0, error(nil)
+	for n == 0 && err == nil {
+		n, err = r.Body.Read(b)
+	}
+	rq.ahead = b[:n]
+	switch {
+	case n == len(b) || err == io.EOF:
+		rq.whole = true
+	case err != nil:
+		rq.aheadErr = err // the app's read of the rest fails
+	}
 }
 
 func (rq *request) flush() error {
@@ -52,6 +96,7 @@ func (rq *request) flush() error {
 
 func (rq *request) release() {
 	rq.w, rq.r, rq.rc = nil, nil, nil
+	rq.ahead, rq.aheadErr = nil, nil
 	requestPool.Put(rq)
 }
 
@@ -63,9 +108,14 @@ func (w *worker) serve(ts C.cs_tstate, rq *request) {
 	if rq.r.Body != nil && rq.r.Body != http.NoBody && rq.r.ContentLength != 0 {
 		hasBody = 1
 	}
-	// w.env is Go memory without Go pointers, borrowed by C for the call only.
+	var body *C.char
+	if rq.whole {
+		body = (*C.char)(unsafe.Pointer(unsafe.SliceData(rq.ahead)))
+	}
+	// w.env and the body are Go memory without Go pointers, borrowed by C
+	// for the call only.
 	C.cs_wsgi_handle(ts, w.pool.app.obj, (*C.char)(unsafe.Pointer(unsafe.SliceData(w.env))),
-		C.size_t(len(w.env)), C.uintptr_t(w.handle), hasBody)
+		C.size_t(len(w.env)), C.uintptr_t(w.handle), hasBody, body, C.size_t(len(rq.ahead)))
 	if rq.streaming { // what the app streamed goes out before the request ends
 		rq.stream.stop()
 		rq.streaming = false

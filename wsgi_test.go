@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -228,5 +231,43 @@ func TestLocalAddr(t *testing.T) {
 	}
 	if h, p := localAddr(httptest.NewRequest("GET", "/", nil)); h != "" || p != "" {
 		t.Errorf("no local address: got (%q, %q)", h, p)
+	}
+}
+
+func TestReadAhead(t *testing.T) {
+	failed := errors.New("connection reset")
+	small := strings.Repeat("x", readAheadMax-1)
+	for _, c := range []struct {
+		name   string
+		body   io.Reader
+		length int64
+		expect string
+		ahead  string
+		whole  bool
+		err    error
+	}{
+		{"whole", strings.NewReader("hello"), 5, "", "hello", true, nil},
+		{"just under the bound", strings.NewReader(small), int64(len(small)), "", small, true, nil},
+		{"only what one read gives", iotest.OneByteReader(strings.NewReader("hello")), 5, "", "h", false, nil},
+		{"error after some", iotest.DataErrReader(io.MultiReader(strings.NewReader("he"), iotest.ErrReader(failed))),
+			5, "", "he", false, failed},
+		{"error at once", iotest.ErrReader(failed), 5, "", "", false, failed},
+		{"100-continue waits for the app", strings.NewReader("hello"), 5, "100-continue", "", false, nil},
+		{"at the bound", strings.NewReader(small + "x"), readAheadMax, "", "", false, nil},
+		{"unknown length", strings.NewReader("hello"), -1, "", "", false, nil},
+		{"empty", strings.NewReader(""), 0, "", "", false, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := &http.Request{Header: http.Header{}, Body: io.NopCloser(c.body), ContentLength: c.length}
+			if c.expect != "" {
+				r.Header.Set("Expect", c.expect)
+			}
+			rq := newRequest(httptest.NewRecorder(), r)
+			defer rq.release()
+			rq.readAhead()
+			if string(rq.ahead) != c.ahead || rq.whole != c.whole || rq.aheadErr != c.err {
+				t.Errorf("ahead %q whole %v err %v; want %q %v %v", rq.ahead, rq.whole, rq.aheadErr, c.ahead, c.whole, c.err)
+			}
+		})
 	}
 }

@@ -34,7 +34,7 @@ from . import logs
 
 # Event kinds and flags: see caddysnake.h.
 EV_NEW, EV_BODY, EV_SEND_DONE, EV_DISCONNECT, EV_WS_MSG = 1, 2, 3, 4, 6
-NEW_HAS_BODY, NEW_TRAILERS, NEW_TLS, NEW_WEBSOCKET, NEW_LARGE_BODY = 1, 2, 4, 8, 16
+NEW_HAS_BODY, NEW_TRAILERS, NEW_TLS, NEW_WEBSOCKET, NEW_LARGE_BODY, NEW_BODY_AHEAD = 1, 2, 4, 8, 16, 32
 H_START, H_EARLY_HINT, H_TRAILERS, H_WS_ACCEPT = 1, 2, 3, 4
 WS_SEND, WS_CLOSE = 1, 2
 SIG_WANT_BODY, SIG_DONE, SIG_WS_CREDIT = 1, 2, 3
@@ -284,7 +284,8 @@ class _Conn(_Exchange):
         self.body_done = not (flags & NEW_HAS_BODY)
         # Without a body the single http.request event is ready at once.
         self.chunks = [] if flags & NEW_HAS_BODY else [_EMPTY_BODY]
-        self.asked = False
+        # A small body's first chunk comes unasked (Go reads it at once).
+        self.asked = bool(flags & NEW_BODY_AHEAD)
         self.disconnected = False
         self.started = False
         self.complete = False

@@ -1,6 +1,6 @@
 """PEP 3333 driver: runs one request through a WSGI app.
 
-The C shim calls ``handle(app, environ, req, has_body)`` on a worker thread
+The C shim calls ``handle(app, environ, req, body)`` on a worker thread
 with the GIL held. ``environ`` already holds the CGI keys (built from Go's
 packed request); ``req`` is the _caddysnake.Request for this request only.
 
@@ -68,9 +68,14 @@ _BASE = {
 }
 
 
-def handle(app, environ, req, has_body):
+def handle(app, environ, req, body):
+    """body: the whole request body when Go read it ahead (bytes), else
+    whether there is one to read through req (bool)."""
     environ.update(_BASE)
-    environ["wsgi.input"] = io.BufferedReader(_Body(req), INPUT_BUFFER) if has_body else io.BytesIO()
+    if body.__class__ is bytes:
+        environ["wsgi.input"] = io.BytesIO(body)  # shares body: no copy
+    else:
+        environ["wsgi.input"] = io.BufferedReader(_Body(req), INPUT_BUFFER) if body else io.BytesIO()
     resp = _Response(req)
     result = None
     try:

@@ -251,3 +251,28 @@ def test_upload_over_h2c(asgi_server):
     assert data["size"] == len(body)
     assert data["sha256"] == hashlib.sha256(body).hexdigest()
     assert data["nonempty"] > 1
+
+
+def test_small_body_is_one_event(asgi_server):
+    """A small body sent with its headers reaches the app whole, in the first receive()."""
+    r = httpx.post(asgi_server.url("/body-events"), content=b"x" * 1000, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["events"] == [[1000, False, "bytes"]]
+
+
+def test_expect_100_continue_app_that_does_not_read(asgi_server):
+    """An app that answers without receive(): no 100 Continue is sent, and the
+    client, which holds its body back, gets the answer (as under uvicorn)."""
+    s = socket.create_connection(("127.0.0.1", asgi_server.port), timeout=10)
+    try:
+        s.sendall(b"POST /hello HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n"
+                  b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        s.settimeout(5)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            c = s.recv(65536)
+            assert c, buf
+            buf += c
+    finally:
+        s.close()
+    assert buf.startswith(b"HTTP/1.1 200"), buf[:300]

@@ -1,5 +1,7 @@
 """The `threads` pool really runs requests in parallel (and no more than asked)."""
 
+import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -191,3 +193,41 @@ def test_dynamic_header_values_intact_under_concurrency(server8):
     with ThreadPoolExecutor(8) as ex:
         bad = [b for res in ex.map(one, range(8)) for b in res]
     assert not bad, f"{len(bad)} corrupted responses, e.g. {bad[:5]}"
+
+
+def test_client_slow_to_send_a_small_body_holds_no_thread(start_caddy):
+    """threads 1: a small body that has not arrived yet is awaited before
+    the request takes the only Python thread, so another request is served
+    meanwhile; the slow one then gets its whole body."""
+    srv = start_raw(start_caddy, 1)
+    try:
+        assert httpx.get(srv.url("/hello"), timeout=10).status_code == 200
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"POST /input/read HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
+            time.sleep(0.3)  # the request is in Caddy, its body still on the way
+            late = threading.Timer(2.0, s.sendall, (b"later",))
+            late.start()
+            try:
+                t0 = time.monotonic()
+                r = httpx.get(srv.url("/hello"), timeout=10)
+                elapsed = time.monotonic() - t0
+            finally:
+                late.join()
+            resp = raw_response(s)
+        assert r.status_code == 200
+        assert elapsed < 1.0, f"/hello waited {elapsed:.2f}s behind a request whose body had not come"
+        assert resp.startswith(b"HTTP/1.1 200"), resp[:300]
+        assert json.loads(resp.partition(b"\r\n\r\n")[2])["len"] == 5
+    finally:
+        srv.stop()
+
+
+def raw_response(s, timeout=10):
+    buf, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s.settimeout(max(0.05, deadline - time.monotonic()))
+        c = s.recv(65536)
+        if not c:
+            break
+        buf += c
+    return buf

@@ -247,3 +247,47 @@ def test_slow_chunked_upload(raw_server):
     data = b"".join(pieces)
     assert r.json()["sha256"] == hashlib.sha256(data).hexdigest()
     assert r.json()["len"] == len(data)
+
+
+def send_and_read_all(port, pieces, pause=0.3, timeout=10):
+    """Send pieces with a pause between them; return all the server sent."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        for i, p in enumerate(pieces):
+            if i:
+                time.sleep(pause)
+            s.sendall(p)
+        buf = b""
+        while True:
+            c = s.recv(65536)
+            if not c:
+                return buf
+            buf += c
+
+
+@pytest.mark.parametrize("path", ["/input/read", "/input/read_n?n=7", "/input/readline"])
+def test_small_body_arriving_in_pieces(raw_server, path):
+    """Go reads what has arrived of a small body before the app runs; the app
+    still gets every byte, the rest read when it asks."""
+    data = b"".join(b"line %d of a small body\n" % i for i in range(200))[:4000]
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
+            f"Connection: close\r\n\r\n").encode()
+    buf = send_and_read_all(raw_server.port, [head + data[:100], data[100:3000], data[3000:]])
+    assert buf.startswith(b"HTTP/1.1 200"), buf[:300]
+    res = json.loads(buf.partition(b"\r\n\r\n")[2])
+    assert res["len"] == len(data)
+    assert res["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_expect_100_continue_app_that_does_not_read(raw_server):
+    """An app that answers without reading the body: no 100 Continue is sent,
+    and the client, which holds its body back, gets the answer."""
+    with socket.create_connection(("127.0.0.1", raw_server.port), timeout=10) as s:
+        s.sendall(b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                  b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        s.settimeout(5)
+        buf = b""
+        while not buf.endswith(b"hello world"):
+            c = s.recv(65536)
+            assert c, buf
+            buf += c
+    assert buf.startswith(b"HTTP/1.1 200"), buf[:300]
