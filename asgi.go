@@ -239,11 +239,11 @@ func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
 	scopeBufs.Put(buf)
 	p.loop.push(C.cs_event{handle: C.uintptr_t(rq.handle), app: p.app.obj,
 		data: (*C.char)(data), len: C.size_t(len(scope)), kind: C.CS_EV_NEW, flags: C.int(flags)})
-	if flags&C.CS_NEW_BODY_AHEAD != 0 {
-		rq.readBody(nil, nil) // what has arrived of it, or else its first bytes
-	}
 	if ws {
 		return rq.runWS(p.wsOptions())
+	}
+	if flags&C.CS_NEW_BODY_AHEAD != 0 {
+		rq.readBody(nil, nil) // what has arrived of it, or else its first bytes
 	}
 	return rq.run()
 }
