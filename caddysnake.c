@@ -660,6 +660,38 @@ static int out_flush_locked(void) {
     return wake;
 }
 
+/* The late flush (the loop has not flushed for CS_LATE_FLUSH_NS: it is busy
+ * in a long step): move the posted messages to the ready list, except the
+ * CS_START_NOW starts, which wait for the loop's own flush. Only at the end
+ * of the step is it known whether the app followed the start with its body
+ * or failed (a 500 is then still possible); a start alone still goes out at
+ * the step's end, as before. Whether Go must be woken. out_mu held. */
+static int out_flush_late_locked(void) {
+    cs_msg *keep = NULL, *keep_tail = NULL, *move = NULL, *move_tail = NULL;
+    for (cs_msg *m = out_head, *next; m != NULL; m = next) {
+        next = m->next;
+        m->next = NULL;
+        int now = m->kind == CS_MSG_START && (m->flags & CS_START_NOW);
+        cs_msg **head = now ? &keep : &move, **tail = now ? &keep_tail : &move_tail;
+        if (*head == NULL) {
+            *head = m;
+        } else {
+            (*tail)->next = m;
+        }
+        *tail = m;
+    }
+    if (move == NULL) {
+        out_head = keep, out_tail = keep_tail;
+        return 0;
+    }
+    out_head = move, out_tail = move_tail;
+    size_t still_held = held_len;
+    int wake = out_flush_locked(); /* clears held_len: the kept starts are still held */
+    out_head = keep, out_tail = keep_tail;
+    held_len = still_held;
+    return wake;
+}
+
 static void out_flush(void) {
     pthread_mutex_lock(&out_mu);
     int wake = out_flush_locked();
@@ -677,7 +709,7 @@ void cs_asgi_late(void) {
     if (out_head != NULL) {
         long long waited = now_ns() - out_first_ns;
         if (waited >= CS_LATE_FLUSH_NS) {
-            wake = out_flush_locked();
+            wake = out_flush_late_locked();
         } else {
             rest = CS_LATE_FLUSH_NS - waited; /* a newer batch: its own deadline */
             late_armed = 1;

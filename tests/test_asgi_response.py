@@ -63,6 +63,22 @@ def test_an_unsized_start_sent_with_its_body_is_one_sized_response(asgi_server):
     assert resp.body == b"late body"
 
 
+@pytest.mark.parametrize("then", ["body", "raise"])
+def test_an_unsized_start_waits_out_a_step_that_blocks_the_loop(asgi_server, then):
+    # The step goes on for 50 ms after the start (the late flush fires after
+    # 1 ms): the start still waits for the step's end, so a body that follows
+    # makes one sized response, and a failure a 500.
+    q = "t=0&block=0.05" + ("&raise=1" if then == "raise" else "")
+    resp = raw_request(asgi_server.port, f"GET /start-then-wait?{q} HTTP/1.1\r\nHost: h\r\n"
+                                         f"Connection: close\r\n\r\n".encode())
+    if then == "raise":
+        assert resp.status == 500, resp.raw[:300]
+    else:
+        assert resp.status == 200
+        assert resp.header("content-length") == "9" and resp.header("transfer-encoding") is None
+        assert resp.body == b"late body"
+
+
 def test_a_sized_start_is_held_so_a_later_failure_is_a_500(asgi_server):
     r = httpx.get(asgi_server.url("/start-then-wait?cl=1&t=0.3&raise=1"), timeout=10)
     assert r.status_code == 500

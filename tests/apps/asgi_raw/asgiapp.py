@@ -162,13 +162,16 @@ async def stream(scope, receive, send):
 async def start_then_wait(scope, receive, send):
     """http.response.start, then ?t= seconds before the body (an event feed
     whose first event comes later); ?cl=1 declares a Content-Length, ?raise=1
-    raises instead of sending the body."""
+    raises instead of sending the body, ?block= seconds of loop-blocking work
+    right after the start (in the same step)."""
     q = qs(scope)
     body = b"late body"
     headers = [(b"content-type", b"text/event-stream")]
     if q.get("cl"):
         headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if q.get("block"):
+        time.sleep(float(q["block"]))
     if q.get("t", "2") != "0":  # t=0: the body in the same step, no wait
         await asyncio.sleep(float(q.get("t", "2")))
     if q.get("raise"):
