@@ -51,31 +51,14 @@ func cs_go_read(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
 	if n == 0 {
 		return 0
 	}
-	b := unsafe.Slice((*byte)(unsafe.Pointer(buf)), int(n))
-	if len(rq.ahead) > 0 { // the start of the body, read before the app ran
-		m := copy(b, rq.ahead)
-		rq.ahead = rq.ahead[m:]
-		return C.long(m)
-	}
-	if rq.aheadErr != nil { // what ended that read ends the body
-		rq.aheadErr = nil
-		return C.CS_ERR_CLIENT_GONE
-	}
 	w.inIO.Store(true)
 	defer w.inIO.Store(false)
 	// Read straight into the Python buffer: no intermediate copy.
-	for {
-		m, err := rq.r.Body.Read(b)
-		if m > 0 {
-			return C.long(m)
-		}
-		switch {
-		case err == io.EOF:
-			return 0
-		case err != nil:
-			return C.CS_ERR_CLIENT_GONE
-		}
+	m, err := rq.read(unsafe.Slice((*byte)(unsafe.Pointer(buf)), int(n)))
+	if err != nil {
+		return C.CS_ERR_CLIENT_GONE
 	}
+	return C.long(m)
 }
 
 // hopByHop lists headers that describe one connection, which the app must

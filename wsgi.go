@@ -58,13 +58,15 @@ func newRequest(w http.ResponseWriter, r *http.Request) *request {
 // The same bound as for ASGI: from there on, bodies are read without a copy.
 const readAheadMax = C.CS_ZERO_COPY_MIN
 
-// readAhead reads the start of a small request body (of known length, under
-// readAheadMax; see bodyAhead) on the ServeHTTP goroutine, before the
-// request waits for a Python thread. Such a body nearly always came with
-// the headers: the app then gets it as one bytes object, with no call back
-// into Go, and no Python thread waits on a client that is slow to send it.
-// One Read, as for ASGI: only what has arrived, or else its first bytes;
-// the rest is read when the app asks for it.
+// readAhead reads a small request body (of known length, under
+// readAheadMax; see bodyAhead) whole on the ServeHTTP goroutine, before the
+// request waits for a Python thread, as waitress does with every body. Such
+// a body nearly always came with the headers: the app then gets it as one
+// bytes object, with no call back into Go, and no Python thread waits on a
+// client that is slow to send it. (ASGI reads only what has arrived: an
+// async app may answer while the body trickles in; a WSGI app reads first.)
+// If the read fails, the app gets what came before the failure, then the
+// failure, as when it reads the body itself.
 func (rq *request) readAhead() {
 	r := rq.r
 	if r.Body == nil || r.ContentLength <= 0 || r.ContentLength >= readAheadMax || !bodyAhead(r) {
@@ -73,17 +75,38 @@ func (rq *request) readAhead() {
 	if rq.aheadBuf == nil {
 		rq.aheadBuf = make([]byte, readAheadMax)
 	}
-	b := rq.aheadBuf[:r.ContentLength]
-	n, err := 0, error(nil)
-	for n == 0 && err == nil {
-		n, err = r.Body.Read(b)
-	}
-	rq.ahead = b[:n]
-	switch {
-	case n == len(b) || err == io.EOF:
+	n, err := io.ReadFull(r.Body, rq.aheadBuf[:r.ContentLength])
+	rq.ahead = rq.aheadBuf[:n]
+	if err == nil {
 		rq.whole = true
-	case err != nil:
+	} else {
 		rq.aheadErr = err // the app's read of the rest fails
+	}
+}
+
+// read fills b with the app's next body bytes: first what readAhead kept,
+// then the error that ended its read, then from the client. 0, nil at the
+// end of the body.
+func (rq *request) read(b []byte) (int, error) {
+	if len(rq.ahead) > 0 {
+		m := copy(b, rq.ahead)
+		rq.ahead = rq.ahead[m:]
+		return m, nil
+	}
+	if err := rq.aheadErr; err != nil {
+		rq.aheadErr = nil
+		return 0, err
+	}
+	for {
+		m, err := rq.r.Body.Read(b)
+		switch {
+		case m > 0:
+			return m, nil
+		case err == io.EOF:
+			return 0, nil
+		case err != nil:
+			return 0, err
+		}
 	}
 }
 

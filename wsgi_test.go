@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -248,9 +249,10 @@ func TestReadAhead(t *testing.T) {
 	}{
 		{"whole", strings.NewReader("hello"), 5, "", "hello", true, nil},
 		{"just under the bound", strings.NewReader(small), int64(len(small)), "", small, true, nil},
-		{"only what one read gives", iotest.OneByteReader(strings.NewReader("hello")), 5, "", "h", false, nil},
-		{"error after some", iotest.DataErrReader(io.MultiReader(strings.NewReader("he"), iotest.ErrReader(failed))),
+		{"in pieces", iotest.OneByteReader(strings.NewReader("hello")), 5, "", "hello", true, nil},
+		{"error after some", io.MultiReader(strings.NewReader("he"), iotest.ErrReader(failed)),
 			5, "", "he", false, failed},
+		{"cut short", strings.NewReader("he"), 5, "", "he", false, io.ErrUnexpectedEOF},
 		{"error at once", iotest.ErrReader(failed), 5, "", "", false, failed},
 		{"100-continue waits for the app", strings.NewReader("hello"), 5, "100-continue", "", false, nil},
 		{"at the bound", strings.NewReader(small + "x"), readAheadMax, "", "", false, nil},
@@ -270,4 +272,46 @@ func TestReadAhead(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestRequestReadAfterReadAhead(t *testing.T) {
+	failed := errors.New("connection reset")
+	read := func(rq *request, n int) string {
+		b := make([]byte, n)
+		m, err := rq.read(b)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return string(b[:m])
+	}
+	// A body cut short while it was read ahead: the app gets what came, then the failure.
+	body := io.MultiReader(strings.NewReader("hel"), iotest.ErrReader(failed))
+	rq := newRequest(httptest.NewRecorder(), &http.Request{Header: http.Header{}, Body: io.NopCloser(body), ContentLength: 10})
+	rq.readAhead()
+	got := []string{read(rq, 2), read(rq, 2), read(rq, 2)}
+	if want := []string{"he", "l", "error: connection reset"}; !slices.Equal(got, want) {
+		t.Errorf("reads %q, want %q", got, want)
+	}
+	rq.release()
+	// A body read lazily (too long to read ahead) ends with 0, nil.
+	long := strings.Repeat("y", readAheadMax)
+	rq = newRequest(httptest.NewRecorder(), &http.Request{Header: http.Header{},
+		Body: io.NopCloser(strings.NewReader(long)), ContentLength: int64(len(long))})
+	defer rq.release()
+	rq.readAhead()
+	all, _ := io.ReadAll(readerFunc(rq.read))
+	if string(all) != long {
+		t.Errorf("read %d bytes lazily, want %d", len(all), len(long))
+	}
+}
+
+// readerFunc adapts request.read (0, nil at the end) to an io.Reader.
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(b []byte) (int, error) {
+	n, err := f(b)
+	if n == 0 && err == nil {
+		return 0, io.EOF
+	}
+	return n, err
 }

@@ -266,8 +266,8 @@ def send_and_read_all(port, pieces, pause=0.3, timeout=10):
 
 @pytest.mark.parametrize("path", ["/input/read", "/input/read_n?n=7", "/input/readline"])
 def test_small_body_arriving_in_pieces(raw_server, path):
-    """Go reads what has arrived of a small body before the app runs; the app
-    still gets every byte, the rest read when it asks."""
+    """Go reads a small body before the app runs, however it arrives; the
+    app gets every byte."""
     data = b"".join(b"line %d of a small body\n" % i for i in range(200))[:4000]
     head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
             f"Connection: close\r\n\r\n").encode()
