@@ -31,10 +31,10 @@ type request struct {
 	// chunks for the app's thread, see stream.go).
 	streaming bool
 	stream    streamer
-	// The start of the request body, read by the ServeHTTP goroutine before
-	// the request is queued (readAhead): ahead is what the app has not been
-	// given yet, aheadErr the error that ended that read, whole whether ahead
-	// is the whole body (it then reaches the app as bytes, not through
+	// A small request body, read by the ServeHTTP goroutine before the
+	// request is queued (readAhead): ahead is what the app has not been
+	// given yet, aheadErr the error that cut that read short, whole whether
+	// ahead is the whole body (it then reaches the app as bytes, not through
 	// cs_go_read). aheadBuf is ahead's storage, kept with the pooled request.
 	ahead    []byte
 	aheadErr error
