@@ -107,6 +107,15 @@ static PyObject *raise_code(long code) {
     case CS_ERR_CLIENT_GONE:
         PyErr_SetString(g_client_gone, "client disconnected");
         break;
+    case CS_ERR_TOO_LARGE: /* the app cannot answer: Caddy sends a 413 */
+        PyErr_SetString(g_client_gone, "request body larger than the server's limit (request_body max_size)");
+        break;
+    case CS_ERR_BODY_CLOSED:
+        PyErr_SetString(PyExc_OSError,
+                        "the request body cannot be read after the response began: over HTTP/1.x, "
+                        "Go's server discards the unread body when the response starts unless "
+                        "Caddy's enable_full_duplex server option is on");
+        break;
     case CS_ERR_BAD_HEADER:
         PyErr_SetString(PyExc_ValueError,
                         "invalid response header: a name must be a token and no "

@@ -286,6 +286,10 @@ func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	case err != nil:
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
+	if rq.tooLarge != nil {
+		// The app's answer to a cut-off body was refused (start).
+		return tooLargeError(rq.tooLarge)
+	}
 	if rq.aborted {
 		// The response had begun when the app failed: make the client see
 		// truncation (connection closed / stream reset), not a short success.

@@ -55,10 +55,15 @@ func cs_go_read(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
 	defer w.inIO.Store(false)
 	// Read straight into the Python buffer: no intermediate copy.
 	m, err := rq.read(unsafe.Slice((*byte)(unsafe.Pointer(buf)), int(n)))
-	if err != nil {
-		return C.CS_ERR_CLIENT_GONE
+	switch {
+	case err == nil:
+		return C.long(m)
+	case overLimit(err):
+		return C.CS_ERR_TOO_LARGE
+	case errors.Is(err, http.ErrBodyReadAfterClose):
+		return C.CS_ERR_BODY_CLOSED // the app's error: it is logged
 	}
-	return C.long(m)
+	return C.CS_ERR_CLIENT_GONE
 }
 
 // hopByHop lists headers that describe one connection, which the app must
@@ -164,6 +169,9 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 func (rq *request) start(status int, kv []C.cs_str, clen int64) C.long {
 	if rq.status != 0 {
 		return C.CS_ERR_BAD_STATE
+	}
+	if rq.tooLarge != nil {
+		return C.CS_ERR_CLIENT_GONE // ServeHTTP answers 413 instead
 	}
 	if status < 200 || status > 999 {
 		return C.CS_ERR_BAD_STATUS

@@ -5,6 +5,7 @@ import "C"
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -40,6 +41,9 @@ type request struct {
 	aheadErr error
 	whole    bool
 	aheadBuf []byte
+	// tooLarge: the body went over request_body's max_size before the
+	// response began. The client then gets Caddy's 413 (overLimit).
+	tooLarge error
 }
 
 var requestPool = sync.Pool{New: func() any {
@@ -50,7 +54,7 @@ func newRequest(w http.ResponseWriter, r *http.Request) *request {
 	rq := requestPool.Get().(*request)
 	rq.w, rq.r = w, r
 	rq.status, rq.body, rq.aborted, rq.rc = 0, bodyLimit{length: -1}, false, nil
-	rq.ahead, rq.aheadErr, rq.whole = nil, nil, false
+	rq.ahead, rq.aheadErr, rq.whole, rq.tooLarge = nil, nil, false, nil
 	return rq
 }
 
@@ -95,7 +99,7 @@ func (rq *request) read(b []byte) (int, error) {
 	}
 	if err := rq.aheadErr; err != nil {
 		rq.aheadErr = nil
-		return 0, err
+		return 0, rq.readFailed(err)
 	}
 	for {
 		m, err := rq.r.Body.Read(b)
@@ -105,9 +109,42 @@ func (rq *request) read(b []byte) (int, error) {
 		case err == io.EOF:
 			return 0, nil
 		case err != nil:
-			return 0, err
+			return 0, rq.readFailed(err)
 		}
 	}
+}
+
+// readFailed notes a body over request_body's max_size: the response
+// becomes Caddy's 413, or is cut off if it has begun (the client is still
+// there, and must not take it for a whole answer). The app's read fails
+// either way.
+func (rq *request) readFailed(err error) error {
+	if overLimit(err) {
+		if rq.status == 0 {
+			rq.tooLarge = err
+		} else {
+			rq.aborted = true
+		}
+	}
+	return err
+}
+
+// overLimit says whether a body read failed because the body went over
+// request_body's max_size (Caddy wraps an *http.MaxBytesError). Caddy
+// answers a Content-Length over the limit with 413 before the app runs; a
+// chunked body over it is found out only as the app reads, and its response
+// is then 413 too (request_body's documented answer when a later handler
+// reads too much), not whatever the app made of a cut-off body: a 400 from
+// a form parser, or a 500 from the failed read.
+func overLimit(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
+}
+
+// tooLargeError is the handler error for a body over the limit: Caddy
+// answers 413, through the site's handle_errors if it has one.
+func tooLargeError(err error) error {
+	return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
 }
 
 func (rq *request) flush() error {
@@ -143,7 +180,7 @@ func (w *worker) serve(ts C.cs_tstate, rq *request) {
 		rq.stream.stop()
 		rq.streaming = false
 	}
-	if rq.status == 0 && !rq.aborted {
+	if rq.status == 0 && !rq.aborted && rq.tooLarge == nil {
 		// The driver always answers; this is the last line of defence.
 		rq.w.WriteHeader(http.StatusInternalServerError)
 	}

@@ -17,6 +17,7 @@ import (
 	"testing/iotest"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // testdataDir is resolved before any test changes the working directory.
@@ -312,6 +313,54 @@ func (f readerFunc) Read(b []byte) (int, error) {
 	n, err := f(b)
 	if n == 0 && err == nil {
 		return 0, io.EOF
+	}
+	return n, err
+}
+
+// A body over request_body's max_size (Caddy wraps the MaxBytesError in a
+// handler error) is noted for a 413 while no response has begun, and cuts
+// off one that has; other read failures do neither.
+func TestRequestReadOverLimit(t *testing.T) {
+	limited := func(status int, limit int64) *request {
+		w := httptest.NewRecorder()
+		r := &http.Request{Header: http.Header{}, ContentLength: -1}
+		r.Body = overLimitBody{http.MaxBytesReader(w, io.NopCloser(strings.NewReader("0123456789")), limit)}
+		rq := newRequest(w, r)
+		rq.status = status
+		return rq
+	}
+	cases := []struct {
+		name      string
+		status    int
+		limit     int64
+		tooLarge  bool
+		aborted   bool
+		readError bool
+	}{
+		{"over, before the response", 0, 4, true, false, true},
+		{"over, response begun", 200, 4, false, true, true},
+		{"under the limit", 0, 100, false, false, false},
+	}
+	for _, c := range cases {
+		rq := limited(c.status, c.limit)
+		_, err := io.ReadAll(readerFunc(rq.read))
+		if (err != nil) != c.readError || (rq.tooLarge != nil) != c.tooLarge || rq.aborted != c.aborted {
+			t.Errorf("%s: read error %v, tooLarge %v, aborted %v", c.name, err, rq.tooLarge, rq.aborted)
+		}
+		rq.release()
+	}
+	if overLimit(errors.New("connection reset")) || overLimit(io.ErrUnexpectedEOF) {
+		t.Error("a failed read that is not the limit counts as over it")
+	}
+}
+
+// overLimitBody wraps read errors as Caddy's request_body handler does.
+type overLimitBody struct{ io.ReadCloser }
+
+func (b overLimitBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
 	}
 	return n, err
 }

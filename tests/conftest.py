@@ -325,7 +325,8 @@ class CaddyServer:
         return vals
 
     def caddyfile(self, sites: str) -> str:
-        return global_options(self.admin, self.global_extra) + "\n" + render(sites, **self.token_values())
+        # global_extra may name a port too (a `servers 127.0.0.1:@PORT1@` block)
+        return render(global_options(self.admin, self.global_extra) + "\n" + sites, **self.token_values())
 
     # -- lifecycle --------------------------------------------------------
     def start(self) -> "CaddyServer":

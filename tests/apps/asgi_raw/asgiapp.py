@@ -96,6 +96,21 @@ async def scope_view(scope, receive, send):
                               "types": {k: type(v).__name__ for k, v in scope.items()}})
 
 
+async def echo_streamed(scope, receive, send):
+    """Answers first, then echoes each body chunk's length."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"start\n", "more_body": True})
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            break
+        await send({"type": "http.response.body", "body": b"%d\n" % len(msg["body"]), "more_body": True})
+        if not msg.get("more_body"):
+            break
+    await send({"type": "http.response.body", "body": b"end\n"})
+
+
 async def echo(scope, receive, send):
     body, _ = await read_body(receive)
     ctype = dict(scope["headers"]).get(b"content-type", b"application/octet-stream")
@@ -506,6 +521,7 @@ async def err_body_before_start(scope, receive, send):
 ROUTES = {
     "/hello": hello,
     "/echo": echo,
+    "/echo-streamed": echo_streamed,
     "/upload": upload,
     "/body-events": body_events,
     "/stream": stream,

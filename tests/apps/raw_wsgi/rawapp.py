@@ -217,6 +217,22 @@ def input_mixed(environ, start_response):
     return respond_json(start_response, {"parts": [x.decode("latin-1") for x in (a, b, c, d, e)]})
 
 
+def echo_streamed(environ, start_response):
+    """Answers first, then echoes the body's length piece by piece."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    inp = environ["wsgi.input"]
+
+    def pieces():
+        yield b"start\n"
+        while True:
+            data = inp.read(256)
+            if not data:
+                break
+            yield b"%d\n" % len(data)
+        yield b"end\n"
+    return pieces()
+
+
 def echo(environ, start_response):
     data = environ["wsgi.input"].read()
     ctype = environ.get("CONTENT_TYPE") or "application/octet-stream"
@@ -689,6 +705,7 @@ def file_wrapper(environ, start_response):
 ROUTES = {
     "/hello": hello,
     "/echo": echo,
+    "/echo_streamed": echo_streamed,
     "/input/read": input_read,
     "/input/read_neg": input_read_neg,
     "/input/read_n": input_read_n,
