@@ -288,6 +288,55 @@ static PyObject *request_readinto(RequestObject *self, PyObject *arg) {
     return PyLong_FromLong(n);
 }
 
+/* Request.read_full(n) -> bytes: n body bytes, fewer only at the end of the
+ * body; n < 0: the rest of a body of known length, or None if its length is
+ * unknown (chunked). One call into Go fills a new bytes object in place: no
+ * intermediate copy, and the GIL is released once, not once per piece that
+ * has arrived. GIL: held in/out, released while Go reads from the client.
+ * owns: a new reference, or NULL with an exception set. */
+static PyObject *request_read_full(RequestObject *self, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!request_enter(self)) {
+        return NULL;
+    }
+    if (n < 0) {
+        /* Go only looks at a counter: no need to release the GIL. */
+        long long left = cs_go_body_left(self->h);
+        if (left < 0) {
+            self->busy = 0;
+            if (left == -1) {
+                Py_RETURN_NONE;
+            }
+            return raise_code((long)left);
+        }
+        n = (Py_ssize_t)left;
+    }
+    PyObject *buf = PyBytes_FromStringAndSize(NULL, n);
+    if (buf == NULL) {
+        self->busy = 0;
+        return NULL;
+    }
+    long got = 0;
+    if (n > 0) {
+        char *p = PyBytes_AS_STRING(buf); /* not shared until returned */
+        Py_BEGIN_ALLOW_THREADS
+        got = cs_go_read_full(self->h, p, (size_t)n);
+        Py_END_ALLOW_THREADS
+    }
+    self->busy = 0;
+    if (got < 0) {
+        Py_DECREF(buf);
+        return raise_code(got);
+    }
+    if (got < n && _PyBytes_Resize(&buf, (Py_ssize_t)got) < 0) {
+        return NULL;
+    }
+    return buf;
+}
+
 /* Borrow the latin-1 bytes of a str header item. PEP 3333 requires header
  * names and values to be latin-1 str: a 1-byte-kind str *is* its latin-1
  * encoding, so no copy is needed. GIL: held. Returns 0 with an exception set. */
@@ -451,6 +500,8 @@ static PyObject *request_abort(RequestObject *self, PyObject *unused) {
 
 static PyMethodDef request_methods[] = {
     {"readinto", (PyCFunction)request_readinto, METH_O, "Read body bytes into a buffer."},
+    {"read_full", (PyCFunction)request_read_full, METH_O,
+     "read_full(n): n body bytes, fewer only at its end; n < 0: the rest, or None if of unknown length."},
     {"send", (PyCFunction)(void (*)(void))request_send, METH_FASTCALL,
      "send(status, headers, body, flush)"},
     {"sendfile", (PyCFunction)request_sendfile, METH_VARARGS, "sendfile(fd, offset, count)"},
@@ -918,35 +969,48 @@ static PyObject *mod_asgi_body(PyObject *self, PyObject *args) {
 
 /* asgi_signal(handle, what, arg[, arg2]): want-body (1; arg 1: a large
  * request body, so Go reads the chunk straight into a new bytes object sent
- * with the message, which comes back in CS_EV_BODY), app done (2, arg =
+ * with the message, which comes back in CS_EV_BODY; arg2: what is left of
+ * it, -1 if unknown), app done (2, arg =
  * failed), WebSocket credits (3: the app received arg messages of arg2
  * bytes in all, so Go may read that much more; see websocket.go).
  * GIL: held on entry and exit. */
 static PyObject *mod_asgi_signal(PyObject *self, PyObject *args) {
     unsigned long long handle;
-    int what, arg, arg2 = 0;
-    if (!PyArg_ParseTuple(args, "Kii|i", &handle, &what, &arg, &arg2)) {
+    int what, arg;
+    long long arg2 = 0; /* a body's rest may pass 2 GiB */
+    if (!PyArg_ParseTuple(args, "Kii|L", &handle, &what, &arg, &arg2)) {
         return NULL;
     }
     if (what < 1 || what > 3) {
         return raise_code(CS_ERR_BAD_STATE);
     }
     if (what == 3) {
-        return post_data((uintptr_t)handle, CS_MSG_WANT_BODY, arg, arg2, NULL, 0);
+        return post_data((uintptr_t)handle, CS_MSG_WANT_BODY, arg, (int)arg2, NULL, 0);
     }
-    if (what == 1 && arg == 1) {
+    /* A large body (arg 1) is read into a bytes object; arg2 is what is
+     * left of it when its length is known (else -1). The object is no
+     * larger than that: cutting a buffer much larger than what Go read
+     * (mod_asgi_take) made glibc mmap, mremap and munmap it per request. */
+    Py_ssize_t size = CS_BODY_CHUNK;
+    if (arg2 > 0 && arg2 < size) {
+        size = (Py_ssize_t)arg2;
+    }
+    if (what == 1 && arg == 1 && size >= CS_ZERO_COPY_MIN) {
         /* Nobody else sees this object until Go has filled it and the loop
          * has cut it to size (mod_asgi_take), so Go may write it without
          * the GIL. */
-        PyObject *buf = PyBytes_FromStringAndSize(NULL, CS_BODY_CHUNK);
+        PyObject *buf = PyBytes_FromStringAndSize(NULL, size);
         if (buf == NULL) {
             return NULL;
         }
-        PyObject *r = post_ref((uintptr_t)handle, CS_MSG_WANT_BODY, 0, buf, PyBytes_AS_STRING(buf), CS_BODY_CHUNK);
+        PyObject *r = post_ref((uintptr_t)handle, CS_MSG_WANT_BODY, 0, buf, PyBytes_AS_STRING(buf), (size_t)size);
         Py_DECREF(buf); /* the message holds it now */
         return r;
     }
-    return post_data((uintptr_t)handle, what == 1 ? CS_MSG_WANT_BODY : CS_MSG_DONE, 0, arg, NULL, 0);
+    if (what == 1) { /* a small rest: Go reads it into C memory */
+        return post_data((uintptr_t)handle, CS_MSG_WANT_BODY, 0, 0, NULL, 0);
+    }
+    return post_data((uintptr_t)handle, CS_MSG_DONE, 0, arg, NULL, 0);
 }
 
 /* Whether an app may send code in a close frame (RFC 6455 7.4: 1004-1006 and

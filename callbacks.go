@@ -55,9 +55,56 @@ func cs_go_read(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
 	defer w.inIO.Store(false)
 	// Read straight into the Python buffer: no intermediate copy.
 	m, err := rq.read(unsafe.Slice((*byte)(unsafe.Pointer(buf)), int(n)))
+	if err != nil {
+		return readErr(err)
+	}
+	return C.long(m)
+}
+
+// cs_go_read_full is cs_go_read that fills all n bytes unless the body ends
+// first (wsgi.input.read() of a large body: one call, not one per piece
+// that has arrived, each dropping and retaking the GIL).
+//
+//export cs_go_read_full
+func cs_go_read_full(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
+	defer recoverTo(&rc)
+	w, rq := current(h)
+	if rq == nil {
+		return C.CS_ERR_BAD_STATE
+	}
+	w.inIO.Store(true)
+	defer w.inIO.Store(false)
+	b := unsafe.Slice((*byte)(unsafe.Pointer(buf)), int(n))
+	got := 0
+	for got < len(b) {
+		m, err := rq.read(b[got:])
+		if err != nil {
+			return readErr(err)
+		}
+		if m == 0 {
+			break // the end of the body
+		}
+		got += m
+	}
+	return C.long(got)
+}
+
+// cs_go_body_left reports how many body bytes the app has yet to read, or
+// -1 if the body's length is unknown (chunked). It does not block.
+//
+//export cs_go_body_left
+func cs_go_body_left(h C.uintptr_t) (rc C.longlong) {
+	defer recoverTo(&rc)
+	_, rq := current(h)
+	if rq == nil {
+		return C.CS_ERR_BAD_STATE
+	}
+	return C.longlong(rq.bodyLeft())
+}
+
+// readErr is the code for a failed body read.
+func readErr(err error) C.long {
 	switch {
-	case err == nil:
-		return C.long(m)
 	case overLimit(err):
 		return C.CS_ERR_TOO_LARGE
 	case errors.Is(err, http.ErrBodyReadAfterClose):

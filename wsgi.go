@@ -44,6 +44,7 @@ type request struct {
 	// tooLarge: the body went over request_body's max_size before the
 	// response began. The client then gets Caddy's 413 (overLimit).
 	tooLarge error
+	consumed int64 // body bytes given to the app
 }
 
 var requestPool = sync.Pool{New: func() any {
@@ -54,7 +55,7 @@ func newRequest(w http.ResponseWriter, r *http.Request) *request {
 	rq := requestPool.Get().(*request)
 	rq.w, rq.r = w, r
 	rq.status, rq.body, rq.aborted, rq.rc = 0, bodyLimit{length: -1}, false, nil
-	rq.ahead, rq.aheadErr, rq.whole, rq.tooLarge = nil, nil, false, nil
+	rq.ahead, rq.aheadErr, rq.whole, rq.tooLarge, rq.consumed = nil, nil, false, nil, 0
 	return rq
 }
 
@@ -95,6 +96,7 @@ func (rq *request) read(b []byte) (int, error) {
 	if len(rq.ahead) > 0 {
 		m := copy(b, rq.ahead)
 		rq.ahead = rq.ahead[m:]
+		rq.consumed += int64(m)
 		return m, nil
 	}
 	if err := rq.aheadErr; err != nil {
@@ -105,6 +107,7 @@ func (rq *request) read(b []byte) (int, error) {
 		m, err := rq.r.Body.Read(b)
 		switch {
 		case m > 0:
+			rq.consumed += int64(m)
 			return m, nil
 		case err == io.EOF:
 			return 0, nil
@@ -112,6 +115,15 @@ func (rq *request) read(b []byte) (int, error) {
 			return 0, rq.readFailed(err)
 		}
 	}
+}
+
+// bodyLeft is how many body bytes the app has yet to read, or -1 if the
+// body's length is unknown.
+func (rq *request) bodyLeft() int64 {
+	if rq.r.ContentLength < 0 {
+		return -1
+	}
+	return max(0, rq.r.ContentLength-rq.consumed)
 }
 
 // readFailed notes a body over request_body's max_size: the response

@@ -364,3 +364,27 @@ func (b overLimitBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// bodyLeft counts down as the app reads, read-ahead bytes included, and is
+// -1 for a body of unknown length.
+func TestRequestBodyLeft(t *testing.T) {
+	body := strings.Repeat("z", readAheadMax+10)
+	rq := newRequest(httptest.NewRecorder(), &http.Request{Header: http.Header{},
+		Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body))})
+	defer rq.release()
+	b := make([]byte, 1000)
+	var left []int64
+	for range 2 {
+		if _, err := rq.read(b); err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, rq.bodyLeft())
+	}
+	if want := []int64{int64(len(body)) - 1000, int64(len(body)) - 2000}; !slices.Equal(left, want) {
+		t.Errorf("bodyLeft %v, want %v", left, want)
+	}
+	rq.r.ContentLength = -1
+	if got := rq.bodyLeft(); got != -1 {
+		t.Errorf("bodyLeft of a chunked body %d, want -1", got)
+	}
+}

@@ -269,10 +269,18 @@ class _Exchange:
             await self._next_ack(mine)
 
 
+def _content_length(headers):
+    """A request's Content-Length, or -1 (chunked). Go has checked it."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)
+    return -1
+
+
 class _Conn(_Exchange):
     """One HTTP request: the app's receive/send, and its Go-side events."""
 
-    __slots__ = ("chunks", "body_done", "asked", "disconnected", "started", "complete", "trailers")
+    __slots__ = ("chunks", "body_done", "asked", "disconnected", "started", "complete", "trailers", "left")
 
     # Go ends an HTTP exchange by itself once the response is complete (the
     # last body chunk, trailers or pathsend): a successful return needs no
@@ -290,9 +298,13 @@ class _Conn(_Exchange):
         self.started = False
         self.complete = False
         self.trailers = False
+        self.left = -1  # of a large body of known length: bytes not yet received
 
     def make_scope(self, runner, fields):
-        return runner.http_scope(fields, self.flags)
+        scope = runner.http_scope(fields, self.flags)
+        if self.flags & NEW_LARGE_BODY:
+            self.left = _content_length(scope["headers"])
+        return scope
 
     def returned(self):
         if self.complete:
@@ -324,6 +336,8 @@ class _Conn(_Exchange):
         if kind == EV_BODY:
             more = bool(flags & 1)
             self.asked = False
+            if self.left > 0:
+                self.left -= len(data)
             if data or not more:
                 self.chunks.append({"type": "http.request", "body": data, "more_body": more})
             self.body_done = not more
@@ -359,7 +373,12 @@ class _Conn(_Exchange):
                 try:
                     # A large body is read by Go straight into a bytes
                     # object sent along (no copy); a small one is copied.
-                    _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 1 if self.flags & NEW_LARGE_BODY else 0)
+                    # The buffer is cut to what is left of a body of known
+                    # length (left, else -1): the C side allocates no more.
+                    if self.flags & NEW_LARGE_BODY:
+                        _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 1, self.left)
+                    else:
+                        _caddysnake.asgi_signal(self.handle, SIG_WANT_BODY, 0)
                 except OSError:
                     self.disconnected = True
                     continue

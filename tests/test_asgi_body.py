@@ -61,11 +61,13 @@ def test_large_upload_with_content_length(asgi_server):
     assert data["first_more_flags"][0] is True
 
 
-@pytest.mark.parametrize("size", [(16 << 10) - 1, 16 << 10, (16 << 10) + 1, (256 << 10) + 7])
+@pytest.mark.parametrize("size", [(16 << 10) - 1, 16 << 10, (16 << 10) + 1, (256 << 10) + 7,
+                                  (272 << 10) - 1, 272 << 10, (64 << 10) + 3])
 def test_upload_sizes_around_the_zero_copy_threshold(asgi_server, size):
     """Bodies of 16 KiB or more are read by Go straight into bytes objects
-    the app sent along (cut to the length read); smaller ones are copied.
-    Both arrive intact, also across the 256 KiB chunk size."""
+    the app sent along (no larger than what is left of the body, cut to the
+    length read); smaller ones, and a rest under 16 KiB, are copied. Both
+    arrive intact, also across the 256 KiB chunk size."""
     body = os.urandom(size)
     r = httpx.post(asgi_server.url("/upload"), content=body, timeout=30)
     assert r.status_code == 200, r.text

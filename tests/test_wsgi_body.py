@@ -150,6 +150,38 @@ def test_mixed_methods_share_one_buffer(raw_server, use_chunked):
     assert [p.encode("latin-1") for p in res["parts"]] == expected
 
 
+@pytest.mark.parametrize("use_chunked", TRANSFER)
+def test_read_after_readline_of_a_large_body(raw_server, use_chunked):
+    """read() after readline(): the rest of the body, part of which the
+    input buffer already holds and part of which Go reads in one call (a
+    body of known length) or in pieces (chunked)."""
+    data = b"line one\nabcdefgh\nrest of line\n\x00tail\n" + MEDIUM_TEXT + BIG_BINARY[:300_000].hex().encode()
+    res = post(raw_server, "/input/mixed", data, use_chunked=use_chunked)
+    buf = io.BytesIO(data)
+    expected = [buf.readline(), buf.read(3), buf.readline(2), buf.readline(), buf.read()]
+    assert [p.encode("latin-1") for p in res["parts"]] == expected
+
+
+def test_read_of_a_large_body_sent_in_pieces(raw_server):
+    """read() returns the whole body of known length, however it arrives."""
+    data = BIG_BINARY[:200_000]
+    s = socket.create_connection(("127.0.0.1", raw_server.port), timeout=15)
+    s.sendall(b"POST /input/read HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(data))
+    for i in range(0, len(data), 50_000):
+        s.sendall(data[i:i + 50_000])
+        time.sleep(0.05)
+    out = b""
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        out += c
+    s.close()
+    res = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert (res["len"], res["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+
+
 def test_echo_binary_roundtrip(raw_server):
     r = httpx.post(raw_server.url("/echo"), content=BIG_BINARY, timeout=30,
                    headers={"Content-Type": "application/x-binary"})
