@@ -375,6 +375,8 @@ APP_TARGETS = {
     "fastapi": ("fastapi_hello:app", "asgi"),
     "flask_post": ("flask_hello:app", "wsgi"),
     "fastapi_post": ("fastapi_hello:app", "asgi"),
+    "wsgi_upload": ("wsgi_bigbody:app", "wsgi"),
+    "asgi_upload": ("asgi_bigbody:app", "asgi"),
     "bigwsgi": ("wsgi_bigbody:app", "wsgi"),
     "bigasgi": ("asgi_bigbody:app", "asgi"),
 }
@@ -387,6 +389,8 @@ APP_LABEL = {
     "fastapi": "FastAPI JSON",
     "flask_post": "Flask JSON POST",
     "fastapi_post": "FastAPI JSON POST",
+    "wsgi_upload": "raw WSGI 64 KiB upload",
+    "asgi_upload": "raw ASGI 64 KiB upload",
 }
 EXPECT = {
     "respond": b"Hello, world!",
@@ -397,12 +401,22 @@ EXPECT = {
     "fastapi": b'"message"',
     "flask_post": b'"received":200',
     "fastapi_post": b'"received":200',
+    "wsgi_upload": b"65536",
+    "asgi_upload": b"65536",
 }
 
-# Apps measured with a POST: a 918-byte JSON document (a name and 200 numbers) to /items,
-# which the app parses (Flask: get_json; FastAPI: a pydantic model) and summarizes.
-POST_PATH = {"flask_post": "/items", "fastapi_post": "/items"}
-POST_BODY = json.dumps({"name": "bench", "items": list(range(200))}).encode()
+# Apps measured with a POST: app -> (path, content type, body). The JSON posts send a
+# 918-byte document (a name and 200 numbers) to /items, which the app parses (Flask:
+# get_json; FastAPI: a pydantic model) and summarizes. The uploads send 64 KiB, which the
+# big-body apps read whole (WSGI: read(64 KiB); ASGI: receive() to the end) and count.
+JSON_BODY = json.dumps({"name": "bench", "items": list(range(200))}).encode()
+UPLOAD_BODY = b"x" * (64 * 1024)
+POSTS = {
+    "flask_post": ("/items", "application/json", JSON_BODY),
+    "fastapi_post": ("/items", "application/json", JSON_BODY),
+    "wsgi_upload": ("/upload", "application/octet-stream", UPLOAD_BODY),
+    "asgi_upload": ("/upload", "application/octet-stream", UPLOAD_BODY),
+}
 
 GUNICORN = {"1proc": ["-w", "1", "--threads", "4"],
             "prod": ["-w", str(2 * CORES + 1), "--threads", "2"]}
@@ -517,6 +531,10 @@ def throughput_configs() -> List[Config]:
     add("flask_post", "caddysnake", "-", launch_caddysnake("flask_post"))
     add("flask_post", "caddy+gunicorn", "1proc", launch_backend("gunicorn", "flask_post", "1proc", True))
     add("flask_post", "granian", "1proc", launch_backend("granian", "flask_post", "1proc", False))
+    # A 64 KiB upload, one process each (what reading a larger body costs).
+    add("wsgi_upload", "caddysnake", "-", launch_caddysnake("wsgi_upload"))
+    add("wsgi_upload", "caddy+gunicorn", "1proc", launch_backend("gunicorn", "wsgi_upload", "1proc", True))
+    add("wsgi_upload", "granian", "1proc", launch_backend("granian", "wsgi_upload", "1proc", False))
     for app in ("asgi_hello", "fastapi"):
         add(app, "caddysnake", "-", launch_caddysnake(app))
     for setting in ("1proc", "prod"):
@@ -530,6 +548,10 @@ def throughput_configs() -> List[Config]:
     for server, kind, proxied in (("caddy+uvicorn", "uvicorn", True), ("granian", "granian", False),
                                   ("uvicorn", "uvicorn", False)):
         add("fastapi_post", server, "1proc", launch_backend(kind, "fastapi_post", "1proc", proxied))
+    add("asgi_upload", "caddysnake", "-", launch_caddysnake("asgi_upload"))
+    for server, kind, proxied in (("caddy+uvicorn", "uvicorn", True), ("granian", "granian", False),
+                                  ("uvicorn", "uvicorn", False)):
+        add("asgi_upload", server, "1proc", launch_backend(kind, "asgi_upload", "1proc", proxied))
     return cfgs
 
 
@@ -588,13 +610,18 @@ def parse_wrk(out: str) -> Dict:
     return res
 
 
-def post_script(workdir: Path, path: str) -> Path:
-    """A wrk script that sends POST_BODY to path."""
-    script = workdir / f"post{path.replace('/', '_')}.lua"
+def post_script(workdir: Path, app: str) -> Path:
+    """A wrk script that sends the app's POST (POSTS)."""
+    path, ctype, body = POSTS[app]
+    script = workdir / f"post_{app}.lua"
     if not script.exists():
+        if body == b"x" * len(body):
+            lua_body = f'string.rep("x", {len(body)})'
+        else:
+            lua_body = f"[[{body.decode()}]]"
         script.write_text(f'wrk.method = "POST"\nwrk.path = "{path}"\n'
-                          f'wrk.headers["Content-Type"] = "application/json"\n'
-                          f'wrk.body = [[{POST_BODY.decode()}]]\n')
+                          f'wrk.headers["Content-Type"] = "{ctype}"\n'
+                          f'wrk.body = {lua_body}\n')
     return script
 
 
@@ -613,12 +640,13 @@ def wrk(port: int, conns: int, duration: int, threads: int, script: Optional[Pat
 
 
 def check_response(port: int, expect: bytes, post: Optional[str] = None) -> Optional[str]:
-    """One GET / (or the POST measured): None when it is a 200 whose body contains `expect`,
-    else a description."""
+    """One GET / (or the app's POST measured): None when it is a 200 whose body contains
+    `expect`, else a description."""
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         if post:
-            c.request("POST", post, body=POST_BODY, headers={"Content-Type": "application/json"})
+            path, ctype, body = POSTS[post]
+            c.request("POST", path, body=body, headers={"Content-Type": ctype})
         else:
             c.request("GET", "/")
         r = c.getresponse()
@@ -714,7 +742,7 @@ def run_throughput(cfg: Config, ctx: Ctx, args) -> Dict:
         return rec
     sampler = RssSampler([p.pid for p in procs], interval=0.1).start()
     try:
-        post = POST_PATH.get(cfg.app)
+        post = cfg.app if cfg.app in POSTS else None
         script = post_script(ctx.workdir, post) if post else None
         rec["check"] = check_response(port, cfg.expect, post)
         if rec["check"]:
@@ -875,6 +903,11 @@ def evaluate_targets(med: Dict, big: Dict, conns_list: List[int]) -> List[Dict]:
         # Not targets of the issue (which names hello-JSON): the same bar, for a small POST.
         ("Flask POST      vs Caddy->gunicorn (info)", "caddysnake/flask_post", "caddy+gunicorn/flask_post/{s}", 1.5),
         ("FastAPI POST    vs Caddy->uvicorn (info)", "caddysnake/fastapi_post", "caddy+uvicorn/fastapi_post/{s}", 1.5),
+        # A 64 KiB upload against the hello bars.
+        ("WSGI upload     vs Caddy->gunicorn (info)", "caddysnake/wsgi_upload", "caddy+gunicorn/wsgi_upload/{s}", 2.0),
+        ("WSGI upload     vs Granian WSGI (info)", "caddysnake/wsgi_upload", "granian/wsgi_upload/{s}", 1.0),
+        ("ASGI upload     vs Caddy->uvicorn (info)", "caddysnake/asgi_upload", "caddy+uvicorn/asgi_upload/{s}", 2.0),
+        ("ASGI upload     vs Granian ASGI (info)", "caddysnake/asgi_upload", "granian/asgi_upload/{s}", 1.0),
     ]
     for label, a, b, need in specs:
         for s in ("1proc", "prod"):
@@ -1028,7 +1061,8 @@ def make_chart(cfgs: List[Config], med: Dict, conns_list: List[int], path: Path,
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    apps = ["respond", "wsgi_hello", "flask", "django", "flask_post", "asgi_hello", "fastapi", "fastapi_post"]
+    apps = ["respond", "wsgi_hello", "flask", "django", "flask_post", "wsgi_upload",
+            "asgi_hello", "fastapi", "fastapi_post", "asgi_upload"]
     by = {(c.server, c.setting, c.app): c.key for c in cfgs}
     fig, axes = plt.subplots(len(conns_list), 1, figsize=(20, 6.5 * len(conns_list)), squeeze=False)
     for ax, conns in zip(axes[:, 0], conns_list):
