@@ -214,7 +214,8 @@ void cs_asgi_free_msgs(cs_msg *m);
 
 /* WSGI: a streamed body chunk smaller than this is queued for Go's writer
  * with the GIL held (cs_go_stream); one this large or larger is written by Go
- * directly, without the GIL, after passing on the admit token (bigWrite). */
+ * directly, without the GIL (from 768 KiB on after passing on the admit
+ * token: yieldWrite, callbacks.go). */
 #define CS_BIG_WRITE (128 * 1024)
 
 /* ASGI WebSocket: Go reads ahead of the app while fewer than CS_WS_QUEUE

@@ -156,14 +156,17 @@ func noSniff(h http.Header) {
 	}
 }
 
-// bigWrite is the response chunk size from which a worker passes the admit
-// token on before writing (yield, spill.go). On loopback, writing 1 MiB
+// yieldWrite is the response chunk size from which a worker passes the
+// admit token on before writing (yield, spill.go). On loopback, writing 1 MiB
 // keeps the thread on a CPU in the kernel for ~300 µs, which the watcher
 // cannot tell from Python computing; without the GIL, another request can
 // run meanwhile. Flask sending 1 MiB responses at 100 connections: 1,500 →
-// 2,200 req/s. Smaller streamed chunks go to the stream writer (C decides,
-// with the same constant).
-const bigWrite = C.CS_BIG_WRITE
+// 2,200 req/s. For smaller writes the extra thread's wake-up and its fight
+// for the GIL cost more than the write: yielding from 128 KiB on, Flask
+// served 256 KiB responses at 2.9-3.1k req/s, against 5.0-5.5k without;
+// 512 KiB 2.7-2.8k against 3.7-3.9k; a raw app at 768 KiB still gained
+// (4.2-4.3k against 3.6-4.0k).
+const yieldWrite = 768 << 10
 
 //export cs_go_send
 func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C.longlong,
@@ -190,7 +193,7 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 		if rq.r.Context().Err() != nil {
 			return C.CS_ERR_CLIENT_GONE
 		}
-		if blen >= bigWrite {
+		if blen >= yieldWrite {
 			w.yield() // the write is long and needs no GIL: let the next request run
 		}
 		// The writer copies (bufio) or sends the bytes before returning, so
@@ -313,7 +316,7 @@ func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.lon
 	if err := rq.ownWriter(); err != nil {
 		return C.longlong(writeErr(err))
 	}
-	if count < 0 || count >= bigWrite {
+	if count < 0 || count >= yieldWrite {
 		w.yield() // as for a large chunk in cs_go_send
 	}
 	// Python keeps its descriptor; Go sends from a duplicate it owns.
