@@ -150,14 +150,19 @@ _EMPTY_BODY = {"type": "http.request", "body": b"", "more_body": False}
 _DISCONNECT = {"type": "http.disconnect"}
 
 
-def _client_left(exc):
-    """Whether exc is only ClientDisconnected (possibly inside exception groups)."""
+def _client_left(exc, depth=0):
+    """Whether exc is only ClientDisconnected (possibly inside exception
+    groups), or was raised while handling one: Starlette, seeing ASGI spec
+    2.4 in the scope, turns a StreamingResponse's failed send() into its own
+    ClientDisconnect, which is no OSError (uvicorn, at spec 2.3, never makes
+    it raise)."""
     if isinstance(exc, ClientDisconnected):
         return True
     subs = getattr(exc, "exceptions", None)  # BaseExceptionGroup (3.11+)
-    return isinstance(subs, tuple) and bool(subs) and all(
-        _client_left(e) or isinstance(e, asyncio.CancelledError) for e in subs
-    )
+    if isinstance(subs, tuple) and subs:
+        return all(_client_left(e, depth) or isinstance(e, asyncio.CancelledError) for e in subs)
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and depth < 4 and _client_left(cause, depth + 1)
 
 
 class _Exchange:

@@ -132,6 +132,23 @@ def test_streaming_response(fastapi_server):
     assert first is not None and first < total - 0.7, (first, total)
 
 
+
+def test_client_leaving_a_stream_logs_no_error(fastapi_server):
+    """A client that leaves a StreamingResponse (an SSE feed, a token stream)
+    is routine: nothing at error level, as under uvicorn. Starlette turns
+    send()'s ClientDisconnected (an OSError) into its own ClientDisconnect,
+    which is not one, when the scope says spec 2.4."""
+    mark = fastapi_server.log_mark()
+    for _ in range(3):
+        with httpx.stream("GET", fastapi_server.url("/stream?n=100&delay=0.02"), timeout=15) as r:
+            for piece in r.iter_raw():
+                if b"line 1" in piece:
+                    break
+    time.sleep(0.5)  # the app's next send() finds the client gone
+    assert httpx.get(fastapi_server.url("/items/3")).status_code == 200
+    log = fastapi_server.log_since(mark)
+    assert '"level":"error"' not in log and "ClientDisconnect" not in log, log[-3000:]
+
 def test_background_tasks(fastapi_server):
     key = f"bg{time.monotonic_ns()}"
     r = httpx.post(fastapi_server.url(f"/background/{key}"), timeout=10)
