@@ -180,9 +180,19 @@ static int is_tchar(unsigned char c) {
            (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
-/* Whether p[0:n] is a valid Content-Length, stored in *out. */
+/* Whether p[0:n] is a valid Content-Length, stored in *out. Spaces and
+ * tabs around the number are allowed (RFC 9110 5.5: they are not part of a
+ * field value; gunicorn and uvicorn accept them) and not sent
+ * (addAppHeaders). */
 static int parse_length(const char *p, size_t n, long long *out) {
-    size_t i = (n > 0 && p[0] == '+') ? 1 : 0;
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t')) {
+        n--;
+    }
+    size_t i = 0;
+    while (i < n && (p[i] == ' ' || p[i] == '\t')) {
+        i++;
+    }
+    i += (i < n && p[i] == '+') ? 1 : 0;
     if (i == n || n - i > 18) { /* 18 digits cannot overflow */
         return 0;
     }
@@ -197,16 +207,25 @@ static int parse_length(const char *p, size_t n, long long *out) {
     return 1;
 }
 
+/* Which response header check_headers refused, and why. */
+typedef struct {
+    size_t index;
+    const char *why;
+} bad_header;
+
 /* The declared Content-Length of a response (-1 without one), or
  * CS_ERR_BAD_HEADER if a name is not a token, a value holds a control
  * character other than HTAB (Go's httpguts rules), or Content-Length values
  * are not one number (RFC 9110 8.6: Go would send the first and the body
- * would be counted against another). Checked before any header reaches a
- * ResponseWriter, so a bad one becomes a clean 500. WSGI and ASGI alike. */
-static long long check_headers(const cs_str *kv, size_t n) {
+ * would be counted against another); *bad then says which and why
+ * (raise_bad_header). Checked before any header reaches a ResponseWriter,
+ * so a bad one becomes a clean 500. WSGI and ASGI alike. GIL: not needed. */
+static long long check_headers(const cs_str *kv, size_t n, bad_header *bad) {
     long long length = -1;
     for (size_t i = 0; i < n; i++) {
         const cs_str *name = &kv[2 * i], *val = &kv[2 * i + 1];
+        bad->index = i;
+        bad->why = "a header name must be a token (RFC 9110 5.6.2)";
         if (name->n == 0) {
             return CS_ERR_BAD_HEADER;
         }
@@ -215,6 +234,7 @@ static long long check_headers(const cs_str *kv, size_t n) {
                 return CS_ERR_BAD_HEADER;
             }
         }
+        bad->why = "a header value must not contain CR, LF, NUL or another control character";
         for (size_t j = 0; j < val->n; j++) {
             unsigned char c = (unsigned char)val->p[j];
             if ((c < ' ' && c != '\t') || c == 0x7f) {
@@ -223,13 +243,33 @@ static long long check_headers(const cs_str *kv, size_t n) {
         }
         if (name->n == 14 && strncasecmp(name->p, "content-length", 14) == 0) {
             long long v;
-            if (!parse_length(val->p, val->n, &v) || (length >= 0 && v != length)) {
+            bad->why = "Content-Length must be a number of bytes";
+            if (!parse_length(val->p, val->n, &v)) {
+                return CS_ERR_BAD_HEADER;
+            }
+            bad->why = "Content-Length given twice with different values";
+            if (length >= 0 && v != length) {
                 return CS_ERR_BAD_HEADER;
             }
             length = v;
         }
     }
     return length;
+}
+
+/* Raise the ValueError for the header check_headers refused, naming it
+ * (repr, so a CR or LF in it cannot forge a log line). GIL: held. Returns
+ * NULL. */
+static PyObject *raise_bad_header(const cs_str *kv, const bad_header *bad) {
+    const cs_str *name = &kv[2 * bad->index], *val = &kv[2 * bad->index + 1];
+    PyObject *n = PyUnicode_DecodeLatin1(name->p, (Py_ssize_t)(name->n < 100 ? name->n : 100), NULL);
+    PyObject *v = PyUnicode_DecodeLatin1(val->p, (Py_ssize_t)(val->n < 100 ? val->n : 100), NULL);
+    if (n != NULL && v != NULL) {
+        PyErr_Format(PyExc_ValueError, "invalid response header %R: %R: %s", n, v, bad->why);
+    }
+    Py_XDECREF(n);
+    Py_XDECREF(v);
+    return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -423,7 +463,8 @@ static PyObject *request_send(RequestObject *self, PyObject *const *args,
             }
         }
     }
-    long long clen = check_headers(hdrs, (size_t)nh); /* Go reports a bad one in order */
+    bad_header bad = {0, ""};
+    long long clen = check_headers(hdrs, (size_t)nh, &bad); /* Go reports a bad one in order */
     Py_buffer body;
     if (PyObject_GetBuffer(args[2], &body, PyBUF_C_CONTIGUOUS) < 0) {
         PyErr_Format(PyExc_TypeError, "response body must be bytes, not %.100s",
@@ -450,11 +491,12 @@ static PyObject *request_send(RequestObject *self, PyObject *const *args,
     }
     self->busy = 0;
     PyBuffer_Release(&body);
+    PyObject *r = rc == CS_ERR_BAD_HEADER ? raise_bad_header(hdrs, &bad) : none_or_raise(rc);
     if (hdrs != stack) {
         PyMem_Free(hdrs);
     }
     Py_XDECREF(items);
-    return none_or_raise(rc);
+    return r;
 fail:
     if (hdrs != stack) {
         PyMem_Free(hdrs);
@@ -895,15 +937,19 @@ static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
     cs_str stack[CS_STACK_HEADERS * 2], *hdrs;
     PyObject *keep = NULL;
     Py_ssize_t n = asgi_headers(headers, &hdrs, stack, &keep);
-    long long length = n < 0 ? -1 : check_headers(hdrs, (size_t)n);
+    bad_header bad = {0, ""};
+    long long length = n < 0 ? -1 : check_headers(hdrs, (size_t)n, &bad);
     long rc = length >= -1 ? CS_OK : CS_ERR_BAD_HEADER;
     cs_msg *m = (n < 0 || rc != CS_OK) ? NULL : headers_msg((uintptr_t)handle, kinds[kind], hdrs, (size_t)n);
+    if (rc != CS_OK) {
+        raise_bad_header(hdrs, &bad);
+    }
     if (hdrs != stack) {
         PyMem_Free(hdrs);
     }
     Py_XDECREF(keep);
     if (m == NULL) {
-        return rc != CS_OK ? raise_code(rc) : NULL;
+        return NULL; /* the exception is set */
     }
     m->status = status;
     m->flags = flags;

@@ -126,7 +126,7 @@ var hopByHop = map[string]bool{
 // replaces Caddy's and hop-by-hop headers are dropped, except that
 // "Connection: close" is honoured (Go closes the connection after this
 // response, as gunicorn and uvicorn do). A repeated Content-Length is sent
-// once.
+// once, as the bare number.
 func addAppHeaders(h http.Header, kv []C.cs_str) {
 	server := false
 	for i := 0; i < len(kv); i += 2 {
@@ -137,7 +137,14 @@ func addAppHeaders(h http.Header, kv []C.cs_str) {
 				h[key] = []string{"close"}
 			}
 			continue
-		case hopByHop[key], key == "Content-Length" && len(h[key]) > 0:
+		case key == "Content-Length":
+			if len(h[key]) > 0 {
+				continue
+			}
+			// C has checked it is one number, maybe with spaces around
+			// (or a "+"): Go parses it to count the body, and sends it.
+			val = strings.TrimLeft(strings.Trim(val, " \t"), "+")
+		case hopByHop[key]:
 			continue
 		case key == "Server" && !server:
 			server = true

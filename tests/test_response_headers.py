@@ -80,3 +80,27 @@ def test_conflicting_content_lengths_are_a_500(get):
     assert r.status_code == 500
     assert r.text == "Internal Server Error"
     assert get("Content-Type:text/plain").status_code == 200
+
+
+@pytest.mark.parametrize("value", [" {n} ", "\t{n}", "+{n}"])
+def test_content_length_with_spaces_around_is_served(get, value):
+    """Spaces around a field value are not part of it (RFC 9110 5.5), and
+    gunicorn and uvicorn serve such a Content-Length: the client gets the
+    bare number and the whole body, not a 500."""
+    r = get("Content-Length:" + value.format(n=len(BODY)), "Content-Type:text/html")
+    assert r.status_code == 200 and r.content == BODY
+    assert r.headers.get_list("content-length") == [str(len(BODY))]
+
+
+@pytest.mark.parametrize("header,why", [
+    ("Content-Length:5x", "Content-Length must be a number of bytes"),
+    ("Content-Length:-1", "Content-Length must be a number of bytes"),
+    ("X Bad:1", "a header name must be a token"),
+])
+def test_a_refused_header_is_named_in_the_log(get, header, why):
+    mark = get.server.log_mark()
+    r = get(header, "Content-Type:text/plain")
+    assert r.status_code == 500
+    name, value = header.split(":", 1)
+    log = get.server.wait_for_log("invalid response header", since=mark)
+    assert f"invalid response header {name!r}: {value!r}: {why}" in log, log[-2000:]
