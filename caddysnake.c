@@ -1608,7 +1608,11 @@ char *cs_asgi_lifespan(cs_obj runner, const char *method, double timeout) {
     char *err = NULL;
     PyObject *res = PyObject_CallMethod((PyObject *)runner, method, "d", timeout);
     if (res == NULL) {
-        err = format_exception();
+        err = format_exception(); /* a bug of the driver's: its traceback */
+    } else if (PyUnicode_Check(res)) {
+        const char *why = PyUnicode_AsUTF8(res); /* the phase failed: why */
+        err = strdup(why != NULL ? why : "lifespan failed");
+        PyErr_Clear();
     }
     Py_XDECREF(res);
     PyGILState_Release(g);

@@ -239,7 +239,10 @@ char *cs_asgi_start_loop(int in_efd, int out_efd, int late_fd, const char *loop_
 
 /* Call runner.<method>(timeout) — "startup" or "shutdown" of ASGI lifespan —
  * blocking the calling thread until it completes (the GIL is released while
- * waiting). GIL: not held in/out. owns: NULL or a malloc'd error message. */
+ * waiting). It returns None, or why the phase failed (the app's message or
+ * traceback, or the timeout), which is what Caddy shows: no traceback of
+ * the driver's own. GIL: not held in/out. owns: NULL or a malloc'd error
+ * message. */
 char *cs_asgi_lifespan(cs_obj runner, const char *method, double timeout);
 
 #endif

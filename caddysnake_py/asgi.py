@@ -596,6 +596,10 @@ class _WSConn(_Exchange):
             raise ValueError("unexpected ASGI message type %r on a WebSocket connection" % (kind,))
 
 
+class _LifespanFailed(Exception):
+    """A lifespan phase failed; the message says why."""
+
+
 class Runner:
     """One loaded ASGI app (per Caddy handler): scopes, lifespan, state."""
 
@@ -660,21 +664,27 @@ class Runner:
     # -- lifespan (called from Go threads; block until done) -------------------
 
     def startup(self, timeout):
-        self._phase_blocking("startup", timeout)
+        return self._phase_blocking("startup", timeout)
 
     def shutdown(self, timeout):
         if self._queue is not None:  # startup ran
-            self._phase_blocking("shutdown", timeout)
+            return self._phase_blocking("shutdown", timeout)
+        return None
 
     def _phase_blocking(self, phase, timeout):
         """Run a lifespan phase on the loop; the calling Go thread waits with
-        the GIL released (Future.result blocks on a lock)."""
+        the GIL released (Future.result blocks on a lock). Returns None, or
+        why the phase failed: what Caddy shows, as uvicorn shows the app's
+        message (no traceback of this driver's)."""
         fut = asyncio.run_coroutine_threadsafe(self._run_phase(phase), _loop)
         try:
             fut.result(timeout)
         except concurrent.futures.TimeoutError:  # not the builtin before 3.11
             fut.cancel()
-            raise TimeoutError("lifespan %s did not complete within %gs" % (phase, timeout)) from None
+            return "lifespan %s did not complete within %gs" % (phase, timeout)
+        except _LifespanFailed as e:
+            return str(e)
+        return None
 
     async def _run_phase(self, phase):
         if phase == "startup":
@@ -690,24 +700,28 @@ class Runner:
         try:
             await self.app(scope, self._queue.get, self._lifespan_send)
         except BaseException as e:
-            if self._unsupported("raised %s" % type(e).__name__):
+            if self.lifespan == LIFESPAN_AUTO and self._without("raised %s" % type(e).__name__):
                 return
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
             self._fail("the app raised during lifespan:\n" + tb)
         else:
-            if self._unsupported("returned"):
-                return
-            if not self._shutdown.done():  # returning after shutdown.complete is the norm
-                self._fail("the app returned from the lifespan scope without completing it")
+            # Returning is how an app ends the lifespan scope. Before it
+            # answered startup, it takes no lifespan events (a framework-free
+            # app's `if scope["type"] != "http": return`); after, shutdown has
+            # nothing left to do. uvicorn serves both, on or auto.
+            if not self._without("returned") and not self._shutdown.done():
+                self._shutdown.set_result(None)
 
-    def _unsupported(self, what):
-        """lifespan auto: an app that ends the lifespan scope before answering
-        startup does not support lifespan (Django's ASGI handler raises): it
-        is served without lifespan events, as under uvicorn's default."""
-        if self.lifespan != LIFESPAN_AUTO or self._startup.done():
+    def _without(self, what):
+        """An app that ends the lifespan scope before answering startup does
+        not support lifespan: it is served without lifespan events, as under
+        uvicorn. Under lifespan on, only if it returned: an exception then
+        stops start-up (as under uvicorn)."""
+        if self._startup.done():
             return False
         logs.info("caddysnake: the ASGI app %s in the lifespan scope before answering startup: "
-                  "it does not support lifespan; serving it without (lifespan auto)" % what)
+                  "it does not support lifespan; serving it without lifespan events (lifespan %s)"
+                  % (what, "auto" if self.lifespan == LIFESPAN_AUTO else "on"))
         self._queue = None  # no shutdown either
         self._startup.set_result(None)
         return True
@@ -715,7 +729,7 @@ class Runner:
     def _fail(self, message):
         for fut in (self._startup, self._shutdown):
             if not fut.done():
-                fut.set_exception(RuntimeError(message))
+                fut.set_exception(_LifespanFailed(message))
                 return
         logs.error("ASGI lifespan: " + message)
 
@@ -727,6 +741,6 @@ class Runner:
                 fut.set_result(None)
         elif kind.endswith(".failed"):
             if not fut.done():
-                fut.set_exception(RuntimeError("%s: %s" % (kind, message.get("message", ""))))
+                fut.set_exception(_LifespanFailed("%s: %s" % (kind, message.get("message", ""))))
         else:
             raise ValueError("unexpected ASGI message type %r in lifespan" % (kind,))

@@ -179,7 +179,41 @@ def test_shutdown_failure_is_logged(start_caddy):
     srv = start_caddy("lifespan-shutfail", sites=sites("fail_shutdown:app", lifespan="on"))
     assert httpx.get(srv.url("/"), timeout=10).text == "ok"
     srv.stop()
-    assert "shutdown-failed-marker-4444" in srv.log()
+    log = srv.log()
+    assert "shutdown-failed-marker-4444" in log
+    assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("setting", ["on", "auto"])
+def test_an_app_returning_from_lifespan_is_served(start_caddy, tmp_path, setting):
+    """Returning ends the lifespan scope (a framework-free app's `if
+    scope["type"] != "http": return`): as under uvicorn, on or auto, the app
+    is served without lifespan events, with an info line, no error."""
+    state = tmp_path / "markers"
+    state.mkdir()
+    srv = start_caddy("lifespan-returns", sites=sites("returns:app", lifespan=setting),
+                      env={"CADDYSNAKE_LIFESPAN_DIR": str(state)})
+    r = httpx.get(srv.url("/"), timeout=10)
+    assert r.status_code == 200 and r.text == "returned from lifespan; state=[]"
+    assert srv.stop() == 0
+    log = srv.log()
+    assert "returned in the lifespan scope before answering startup" in log, log[-3000:]
+    assert '"level":"error"' not in log and "Traceback" not in log, log[-3000:]
+    assert markers(state, "got-") == ["lifespan"]
+
+
+def test_an_app_returning_after_startup_shuts_down_cleanly(start_caddy, tmp_path):
+    """An app that answers startup and then returns has nothing left to shut
+    down: stopping Caddy is clean (uvicorn: "Application shutdown complete")."""
+    state = tmp_path / "markers"
+    state.mkdir()
+    srv = start_caddy("lifespan-returns-after", sites=sites("returns:app", lifespan="on"),
+                      env={"CADDYSNAKE_LIFESPAN_DIR": str(state), "CADDYSNAKE_LIFESPAN_RETURN": "after-startup"})
+    assert httpx.get(srv.url("/"), timeout=10).text == "returned from lifespan; state=['ready']"
+    assert srv.stop() == 0
+    log = srv.log()
+    assert '"level":"error"' not in log and "Traceback" not in log, log[-3000:]
+    assert markers(state, "got-") == ["lifespan", "lifespan.startup"]
 
 
 # ---------------------------------------------------------------- startup failures
@@ -189,6 +223,7 @@ def test_startup_failed_message_stops_caddy_run(tmp_path):
     rc, out, _ = run_must_fail(tmp_path, "fail_message:app", lifespan="on")
     assert rc != 0
     assert "startup-failed-marker-4242: db unreachable" in out
+    assert "Traceback" not in out, out[-3000:]  # the app's message, as uvicorn shows it
 
 
 def test_startup_failed_message_fails_validate(tmp_path):
