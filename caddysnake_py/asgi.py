@@ -415,12 +415,20 @@ class _Conn(_Exchange):
             status = message["status"]
             if type(status) is not int:
                 raise TypeError("http.response.start 'status' must be int, not %s" % type(status).__name__)
-            self.trailers = bool(message.get("trailers", False)) and bool(self.flags & NEW_TRAILERS)
-            _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), int(self.trailers))
+            # trailers: True (they will be sent), None (announced, but the
+            # client did not send "TE: trailers": dropped) or False.
+            if message.get("trailers", False):
+                self.trailers = True if self.flags & NEW_TRAILERS else None
+            _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), int(bool(self.trailers)))
             self.started = True
         elif kind == "http.response.trailers":
+            if self.trailers is None:  # the client cannot take them
+                if not message.get("more_trailers", False):
+                    self.trailers = False  # that was the last one
+                return
             if not self.trailers or self.complete:
-                raise RuntimeError("http.response.trailers not announced by http.response.start, or sent late")
+                raise RuntimeError("http.response.trailers sent after the last one" if self.complete else
+                                   "http.response.trailers not announced by http.response.start")
             more = bool(message.get("more_trailers", False))
             _caddysnake.asgi_headers(self.handle, H_TRAILERS, 0, message.get("headers", ()), int(more))
             if not more:

@@ -308,6 +308,20 @@ def test_no_trailers_without_te(asgi_server):
     assert b"x-checksum" not in resp.raw.lower()
 
 
+def test_trailers_the_client_did_not_ask_for_are_dropped(asgi_server):
+    """An app that sends trailers without checking the extension: they are
+    dropped, as an HTTP/1.1 server drops trailers a client cannot take; the
+    response is whole and nothing is logged. A second trailers message after
+    the last one is the app's error."""
+    mark = asgi_server.log_mark()
+    resp = raw_request(asgi_server.port, b"GET /trailers-always HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert resp.status == 200 and resp.complete
+    assert resp.body == b"part1;part2"
+    assert b"x-checksum" not in resp.raw.lower()
+    log = asgi_server.wait_for_log("http.response.trailers sent after the last one", since=mark)
+    assert "not announced" not in log
+
+
 def test_trailers_over_h2c(asgi_server):
     """HTTP/2 carries trailers as a final HEADERS frame; check the body and
     that the request succeeds (httpx does not expose h2 trailers)."""

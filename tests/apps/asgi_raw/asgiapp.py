@@ -302,6 +302,15 @@ async def trailers(scope, receive, send):
                 "headers": [(b"x-checksum", b"sha-abc123")], "more_trailers": False})
 
 
+async def trailers_always(scope, receive, send):
+    """Trailers sent without looking at scope["extensions"]."""
+    await send({"type": "http.response.start", "status": 200, "trailers": True,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"part1;part2"})
+    await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"sha-abc123")]})
+    await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"late")]})
+
+
 async def bigstream(scope, receive, send):
     """?mb= MiB of deterministic bytes in 64 KiB more_body chunks; the
     sha256 is in a header so the client can check what it got."""
@@ -533,6 +542,7 @@ ROUTES = {
     "/pathsend": pathsend,
     "/early-hint": early_hint,
     "/trailers": trailers,
+    "/trailers-always": trailers_always,
     "/sleep": sleep,
     "/bigstream": bigstream,
     "/firehose": firehose,
