@@ -917,7 +917,8 @@ static cs_msg *headers_msg(uintptr_t handle, int kind, const cs_str *kv, size_t 
 }
 
 /* asgi_headers(handle, kind, status, headers, flags): response start (kind
- * 1), early hint (2), trailers (3) or WebSocket accept (4). */
+ * 1), early hint (2), trailers (3) or WebSocket accept (4). Returns the
+ * declared Content-Length of a response start, else None. GIL: held in/out. */
 static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
     static const int kinds[] = {0, CS_MSG_START, CS_MSG_EARLY_HINT, CS_MSG_TRAILERS, CS_MSG_WS_ACCEPT};
     unsigned long long handle;
@@ -956,7 +957,12 @@ static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
     if (kinds[kind] == CS_MSG_START && length < 0) {
         m->flags |= CS_START_NOW; /* unless the body follows in this flush: msg_post */
     }
-    return due_or_raise(msg_post(m));
+    PyObject *r = due_or_raise(msg_post(m));
+    if (r != NULL && kinds[kind] == CS_MSG_START && length >= 0) {
+        Py_DECREF(r);
+        return PyLong_FromLongLong(length);
+    }
+    return r;
 }
 
 /* Queue a message carrying a copy of p[0:n]. GIL: held. */

@@ -285,7 +285,8 @@ def _content_length(headers):
 class _Conn(_Exchange):
     """One HTTP request: the app's receive/send, and its Go-side events."""
 
-    __slots__ = ("chunks", "body_done", "asked", "disconnected", "started", "complete", "trailers", "left")
+    __slots__ = ("chunks", "body_done", "asked", "disconnected", "started", "complete", "trailers", "left",
+                 "out_left")
 
     # Go ends an HTTP exchange by itself once the response is complete (the
     # last body chunk, trailers or pathsend): a successful return needs no
@@ -304,6 +305,7 @@ class _Conn(_Exchange):
         self.complete = False
         self.trailers = False
         self.left = -1  # of a large body of known length: bytes not yet received
+        self.out_left = None  # of a response with a Content-Length: bytes not yet sent
 
     def make_scope(self, runner, fields):
         scope = runner.http_scope(fields, self.flags)
@@ -391,6 +393,19 @@ class _Conn(_Exchange):
             # the response to finish.
             await self._wait()
 
+    def _count(self, n):
+        """Count n body bytes against the response's Content-Length: more
+        than it declared is the app's error, raised in its send() as uvicorn
+        does (not cut quietly), so the client gets a 500 or a cut-off
+        response, not one that looks whole. Not for HEAD, whose body Go
+        drops."""
+        if n > self.out_left:
+            self.out_left = None  # Go cuts what follows, should the app go on
+            if self.scope["method"] != "HEAD":
+                raise RuntimeError("Response content longer than Content-Length")
+            return
+        self.out_left -= n
+
     async def send(self, message):
         if self.disconnected:
             raise ClientDisconnected("client disconnected")
@@ -403,6 +418,8 @@ class _Conn(_Exchange):
             body = message.get("body", b"")
             if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
                 raise TypeError("http.response.body 'body' must be bytes, not %s" % type(body).__name__)
+            if self.out_left is not None:
+                self._count(len(body))
             if message.get("more_body", False):
                 await self._send_streamed(_caddysnake.asgi_body, body, True, size=len(body))
             else:
@@ -419,7 +436,8 @@ class _Conn(_Exchange):
             # client did not send "TE: trailers": dropped) or False.
             if message.get("trailers", False):
                 self.trailers = True if self.flags & NEW_TRAILERS else None
-            _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), int(bool(self.trailers)))
+            self.out_left = _caddysnake.asgi_headers(
+                self.handle, H_START, status, message.get("headers", ()), int(bool(self.trailers)))
             self.started = True
         elif kind == "http.response.trailers":
             if self.trailers is None:  # the client cannot take them

@@ -56,6 +56,23 @@ def test_raise_after_start_with_content_length_is_truncated(asgi_server):
     assert_healthy(asgi_server)
 
 
+def test_body_longer_than_content_length_raises_in_send(asgi_server):
+    """As under uvicorn: send() raises, so the client gets a 500 (nothing
+    was sent yet) or a cut-off response, never a short one that looks
+    whole; the app's traceback is logged. HEAD is exempt (no body is sent)."""
+    mark = asgi_server.log_mark()
+    r = httpx.get(asgi_server.url("/cl-overrun"), timeout=10)
+    assert r.status_code == 500
+    asgi_server.wait_for_log("Response content longer than Content-Length", "cl_overrun", since=mark)
+    resp = raw_request(asgi_server.port, b"GET /cl-overrun?stream=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert resp.status == 200 and resp.body == b"012" and not resp.complete, resp.raw[-200:]
+    r = httpx.get(asgi_server.url("/cl-overrun?catch=1"), timeout=10)  # the app sees it
+    assert r.status_code == 200 and r.text == "Respo"
+    r = httpx.head(asgi_server.url("/cl-overrun"), timeout=10)
+    assert r.status_code == 200 and r.headers["content-length"] == "5"
+    assert_healthy(asgi_server)
+
+
 def test_raise_after_start_h2c_resets_stream(asgi_server):
     pytest.importorskip("h2", reason="h2 package (httpx[http2]) not installed")
     ident = uuid.uuid4().hex[:12]

@@ -495,6 +495,24 @@ async def err_after_start_cl(scope, receive, send):
     raise RuntimeError("asgi-after-start-cl-" + qs(scope).get("id", "x"))
 
 
+async def cl_overrun(scope, receive, send):
+    """Content-Length 5 and a longer body: in one chunk, or streamed
+    (?stream=1). ?catch=1 reports what send() raised as the body."""
+    q = qs(scope)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]})
+    try:
+        if q.get("stream") == "1":
+            await send({"type": "http.response.body", "body": b"012", "more_body": True})
+            await send({"type": "http.response.body", "body": b"3456789"})
+        else:
+            await send({"type": "http.response.body", "body": b"0123456789"})
+    except RuntimeError as e:
+        if q.get("catch") != "1":
+            raise
+        await send({"type": "http.response.body", "body": str(e)[:5].encode()})
+
+
 async def err_no_response(scope, receive, send):
     return None
 
@@ -563,6 +581,7 @@ ROUTES = {
     "/error/after-start": err_after_start,
     "/error/after-start-cl": err_after_start_cl,
     "/error/no-response": err_no_response,
+    "/cl-overrun": cl_overrun,
     "/error/bad-type": err_bad_type,
     "/error/str-body": err_str_body,
     "/error/int-header": err_int_header,
