@@ -393,18 +393,14 @@ class _Conn(_Exchange):
             # the response to finish.
             await self._wait()
 
-    def _count(self, n):
-        """Count n body bytes against the response's Content-Length: more
-        than it declared is the app's error, raised in its send() as uvicorn
-        does (not cut quietly), so the client gets a 500 or a cut-off
-        response, not one that looks whole. Not for HEAD, whose body Go
-        drops."""
-        if n > self.out_left:
-            self.out_left = None  # Go cuts what follows, should the app go on
-            if self.scope["method"] != "HEAD":
-                raise RuntimeError("Response content longer than Content-Length")
-            return
-        self.out_left -= n
+    def _overrun(self):
+        """The body went past the response's Content-Length: the app's
+        error, raised in its send() as uvicorn does (not cut quietly), so the
+        client gets a 500 or a cut-off response, not one that looks whole.
+        Not for HEAD, whose body Go drops."""
+        self.out_left = None  # Go cuts what follows, should the app go on
+        if self.scope["method"] != "HEAD":
+            raise RuntimeError("Response content longer than Content-Length")
 
     async def send(self, message):
         if self.disconnected:
@@ -418,8 +414,13 @@ class _Conn(_Exchange):
             body = message.get("body", b"")
             if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
                 raise TypeError("http.response.body 'body' must be bytes, not %s" % type(body).__name__)
-            if self.out_left is not None:
-                self._count(len(body))
+            left = self.out_left
+            if left is not None:  # counted inline: most responses pass here once
+                left -= len(body)
+                if left < 0:
+                    self._overrun()
+                else:
+                    self.out_left = left
             if message.get("more_body", False):
                 await self._send_streamed(_caddysnake.asgi_body, body, True, size=len(body))
             else:
