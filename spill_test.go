@@ -137,7 +137,12 @@ func TestAWaitingRequestFirstSeenLateSpillsAtTheFirstLook(t *testing.T) {
 	h := holderThread(t, sleeping)
 	h.began.Store(sinceEpoch() - int64(2*lateSight))
 	spilled := 0
+	var buf [512]byte
 	for range 5 {
+		// Look while it sleeps, as a watcher finding it waiting would: the
+		// holder runs between naps, and a just-started one may not sleep yet
+		// (a loaded machine, -race).
+		waitUntil(t, func() bool { return h.waiting(buf[:]) }, "the sleeping holder to be seen waiting")
 		var s spillWatch
 		if s.look(h) == lookSpill {
 			spilled++
