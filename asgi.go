@@ -248,7 +248,6 @@ func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
 	if ws {
 		return rq.runWS(p.wsOptions())
 	}
-	defer closeBody(r)
 	if flags&C.CS_NEW_BODY_AHEAD != 0 {
 		rq.readBody(nil, nil) // what has arrived of it, or else its first bytes
 	}

@@ -277,7 +277,6 @@ func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	if p.pool == nil {
 		return p.serveASGI(w, r)
 	}
-	defer closeBody(r)
 	rq := newRequest(w, r)
 	defer rq.release()
 	rq.readAhead()
@@ -297,21 +296,6 @@ func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		panic(http.ErrAbortHandler)
 	}
 	return nil
-}
-
-// closeBody ends the request body before the handler returns, as
-// reverse_proxy's transport does. With Caddy's enable_full_duplex, Go leaves
-// a body the app did not read to its end alone when the response starts and
-// drains it only after the handler returned (finishRequest), where reaching
-// its end starts the connection's background read too late to be stopped:
-// the next request on the connection then hits Go's "invalid concurrent
-// Body.Read call" panic and a reset. Drained here, finishRequest stops that
-// read. A no-op for a body read to its end or drained by Go already; as Go
-// would, it reads at most 256 KiB of what is left.
-func closeBody(r *http.Request) {
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body.Close()
-	}
 }
 
 // Interface guards
