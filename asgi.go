@@ -49,9 +49,9 @@ type asgiRequest struct {
 	unflushed bool
 	acks      int   // streamed chunks written, not yet acknowledged
 	ackRef    pyRef // the last one's ref, sent back with the acknowledgement
-	// tooLarge: the body went over request_body's max_size before the
-	// response began: ServeHTTP returns this 413 (see overLimit).
-	tooLarge error
+	// refused: a body read failed before the response began in a way
+	// Caddy answers itself (refusal): ServeHTTP returns this 413 or 400.
+	refused error
 }
 
 // The app's messages (asgiCmd kinds), as C numbers them (caddysnake.h).
@@ -251,8 +251,8 @@ func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
 	if flags&C.CS_NEW_BODY_AHEAD != 0 {
 		rq.readBody(nil, nil) // what has arrived of it, or else its first bytes
 	}
-	if rq.tooLarge != nil {
-		return rq.tooLarge
+	if rq.refused != nil {
+		return rq.refused
 	}
 	return rq.run()
 }
@@ -274,7 +274,7 @@ func (rq *asgiRequest) run() error {
 			// returns http.disconnect without a word from Go), it ended, or
 			// a write failed (which already told it).
 			if rq.settle() || done {
-				return rq.tooLarge // nil, or Caddy's 413
+				return rq.refused // nil, or Caddy's 413 or 400
 			}
 		case <-gone:
 			rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
@@ -368,7 +368,7 @@ func (rq *asgiRequest) handle_(c *asgiCmd) bool {
 		ref := c.ref
 		c.ref = nil
 		rq.readBody(c.body, ref)
-		return rq.tooLarge != nil
+		return rq.refused != nil
 	case cmdDone:
 		// The app ended (raised, or returned) before completing the
 		// response; the Python side logged why.
@@ -508,12 +508,17 @@ func (rq *asgiRequest) readBody(into []byte, ref pyRef) {
 			C.free(buf)
 		}
 		rq.loop.release(ref)
-		// The app sees a disconnect; for a body over request_body's
-		// max_size the client gets a 413, if the response has not begun.
+		// The app sees a disconnect; for a body Caddy refuses (over
+		// request_body's max_size, malformed) the client gets Caddy's 413
+		// or 400, if the response has not begun.
 		rq.loop.pushSimple(rq.handle, C.CS_EV_DISCONNECT)
+		var refused error
+		if !rq.sent {
+			refused = refusal(rq.r, err)
+		}
 		switch {
-		case !rq.sent && overLimit(err):
-			rq.tooLarge = tooLargeError(err)
+		case refused != nil:
+			rq.refused = refused
 		case errors.Is(err, http.ErrBodyReadAfterClose):
 			pyLogger.Warn("ASGI app read the request body after its response began: over HTTP/1.x, "+
 				"Go's server discards the unread body then unless Caddy's enable_full_duplex server "+

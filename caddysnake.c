@@ -110,6 +110,9 @@ static PyObject *raise_code(long code) {
     case CS_ERR_TOO_LARGE: /* the app cannot answer: Caddy sends a 413 */
         PyErr_SetString(g_client_gone, "request body larger than the server's limit (request_body max_size)");
         break;
+    case CS_ERR_BAD_BODY: /* the app cannot answer: Caddy sends a 400 */
+        PyErr_SetString(g_client_gone, "malformed request body (chunked encoding): the client gets a 400");
+        break;
     case CS_ERR_BODY_CLOSED:
         PyErr_SetString(PyExc_OSError,
                         "the request body cannot be read after the response began: over HTTP/1.x, "

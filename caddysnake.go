@@ -286,9 +286,9 @@ func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	case err != nil:
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
-	if rq.tooLarge != nil {
+	if rq.refused != nil {
 		// The app's answer to a cut-off body was refused (start).
-		return tooLargeError(rq.tooLarge)
+		return rq.refused
 	}
 	if rq.aborted {
 		// The response had begun when the app failed: make the client see

@@ -42,6 +42,7 @@ enum {
     CS_ERR_BAD_CLOSE = -7,     /* websocket.close code not sendable (RFC 6455 7.4) */
     CS_ERR_TOO_LARGE = -8,     /* request body over request_body max_size: ClientDisconnected */
     CS_ERR_BODY_CLOSED = -9,   /* HTTP/1.x body read after the response began, no full duplex: OSError */
+    CS_ERR_BAD_BODY = -10,     /* malformed chunked request body: ClientDisconnected */
 };
 
 /* Initialise the interpreter once per process.

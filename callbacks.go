@@ -107,6 +107,8 @@ func readErr(err error) C.long {
 	switch {
 	case overLimit(err):
 		return C.CS_ERR_TOO_LARGE
+	case malformedBody(err):
+		return C.CS_ERR_BAD_BODY
 	case errors.Is(err, http.ErrBodyReadAfterClose):
 		return C.CS_ERR_BODY_CLOSED // the app's error: it is logged
 	}
@@ -227,7 +229,7 @@ func (rq *request) start(status int, kv []C.cs_str, clen int64) C.long {
 	if rq.status != 0 {
 		return C.CS_ERR_BAD_STATE
 	}
-	if rq.tooLarge != nil {
+	if rq.refused != nil {
 		return C.CS_ERR_CLIENT_GONE // ServeHTTP answers 413 instead
 	}
 	if status < 200 || status > 999 {

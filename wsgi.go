@@ -9,12 +9,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 )
 
 // request is the Go side of one HTTP request while a worker serves it. It is
@@ -41,9 +43,9 @@ type request struct {
 	aheadErr error
 	whole    bool
 	aheadBuf []byte
-	// tooLarge: the body went over request_body's max_size before the
-	// response began. The client then gets Caddy's 413 (overLimit).
-	tooLarge error
+	// refused: a body read failed before the response began in a way
+	// Caddy answers itself (refusal): the handler error ServeHTTP returns.
+	refused error
 	consumed int64 // body bytes given to the app
 }
 
@@ -55,7 +57,7 @@ func newRequest(w http.ResponseWriter, r *http.Request) *request {
 	rq := requestPool.Get().(*request)
 	rq.w, rq.r = w, r
 	rq.status, rq.body, rq.aborted, rq.rc = 0, bodyLimit{length: -1}, false, nil
-	rq.ahead, rq.aheadErr, rq.whole, rq.tooLarge, rq.consumed = nil, nil, false, nil, 0
+	rq.ahead, rq.aheadErr, rq.whole, rq.refused, rq.consumed = nil, nil, false, nil, 0
 	return rq
 }
 
@@ -126,19 +128,48 @@ func (rq *request) bodyLeft() int64 {
 	return max(0, rq.r.ContentLength-rq.consumed)
 }
 
-// readFailed notes a body over request_body's max_size: the response
-// becomes Caddy's 413, or is cut off if it has begun (the client is still
+// readFailed notes a body Caddy refuses (refusal): the response becomes
+// Caddy's 413 or 400, or is cut off if it has begun (the client is still
 // there, and must not take it for a whole answer). The app's read fails
 // either way.
 func (rq *request) readFailed(err error) error {
-	if overLimit(err) {
+	if refused := refusal(rq.r, err); refused != nil {
 		if rq.status == 0 {
-			rq.tooLarge = err
+			rq.refused = refused
 		} else {
 			rq.aborted = true
 		}
 	}
 	return err
+}
+
+// refusal is the handler error a failed body read makes of the response,
+// or nil if the client left: Caddy's 413 for a body over request_body's
+// max_size, a 400 for a malformed one (logged: Caddy logs a handler's 4xx
+// only at debug level). The app cannot answer either: its read fails.
+func refusal(r *http.Request, err error) error {
+	switch {
+	case overLimit(err):
+		return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
+	case malformedBody(err):
+		pyLogger.Warn("malformed request body: answered 400", zap.String("path", r.URL.Path), zap.Error(err))
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	return nil
+}
+
+// malformedBody says whether a body read failed because the client broke
+// the chunked encoding (a bad chunk size, a line too long, a bad trailer),
+// not because it left; Caddy→gunicorn answers that with a 502 from
+// reverse_proxy. Go does not export its chunked reader's errors: they are
+// matched by their text.
+func malformedBody(err error) bool {
+	var pe textproto.ProtocolError
+	if errors.Is(err, http.ErrLineTooLong) || errors.As(err, &pe) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "chunk") || strings.Contains(msg, "suspiciously long trailer")
 }
 
 // overLimit says whether a body read failed because the body went over
@@ -151,12 +182,6 @@ func (rq *request) readFailed(err error) error {
 func overLimit(err error) bool {
 	var mbe *http.MaxBytesError
 	return errors.As(err, &mbe)
-}
-
-// tooLargeError is the handler error for a body over the limit: Caddy
-// answers 413, through the site's handle_errors if it has one.
-func tooLargeError(err error) error {
-	return caddyhttp.Error(http.StatusRequestEntityTooLarge, err)
 }
 
 func (rq *request) flush() error {
@@ -192,7 +217,7 @@ func (w *worker) serve(ts C.cs_tstate, rq *request) {
 		rq.stream.stop()
 		rq.streaming = false
 	}
-	if rq.status == 0 && !rq.aborted && rq.tooLarge == nil {
+	if rq.status == 0 && !rq.aborted && rq.refused == nil {
 		// The driver always answers; this is the last line of defence.
 		rq.w.WriteHeader(http.StatusInternalServerError)
 	}

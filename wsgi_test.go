@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -333,7 +334,7 @@ func TestRequestReadOverLimit(t *testing.T) {
 		name      string
 		status    int
 		limit     int64
-		tooLarge  bool
+		refused   bool
 		aborted   bool
 		readError bool
 	}{
@@ -344,8 +345,8 @@ func TestRequestReadOverLimit(t *testing.T) {
 	for _, c := range cases {
 		rq := limited(c.status, c.limit)
 		_, err := io.ReadAll(readerFunc(rq.read))
-		if (err != nil) != c.readError || (rq.tooLarge != nil) != c.tooLarge || rq.aborted != c.aborted {
-			t.Errorf("%s: read error %v, tooLarge %v, aborted %v", c.name, err, rq.tooLarge, rq.aborted)
+		if (err != nil) != c.readError || (rq.refused != nil) != c.refused || rq.aborted != c.aborted {
+			t.Errorf("%s: read error %v, refused %v, aborted %v", c.name, err, rq.refused, rq.aborted)
 		}
 		rq.release()
 	}
@@ -386,5 +387,44 @@ func TestRequestBodyLeft(t *testing.T) {
 	rq.r.ContentLength = -1
 	if got := rq.bodyLeft(); got != -1 {
 		t.Errorf("bodyLeft of a chunked body %d, want -1", got)
+	}
+}
+
+// A broken chunked encoding is the client's error (a 400); a body cut short
+// or a reset connection is the client leaving; a body over the limit is a
+// 413 (refusal).
+func TestRefusalOfAFailedBodyRead(t *testing.T) {
+	chunked := func(body string) error {
+		_, err := io.ReadAll(httputil.NewChunkedReader(strings.NewReader(body)))
+		return err
+	}
+	r := httptest.NewRequest("POST", "/x", nil)
+	cases := []struct {
+		name string
+		err  error
+		want int // 0: the client left
+	}{
+		{"bad chunk size", chunked("zz\r\nabc\r\n0\r\n\r\n"), http.StatusBadRequest},
+		{"chunk size too large", chunked("ffffffffffffffffff\r\n"), http.StatusBadRequest},
+		{"bare LF", chunked("3\nabc\r\n0\r\n\r\n"), http.StatusBadRequest},
+		{"body cut short", chunked("a\r\nabc"), 0},
+		{"connection reset", &net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, 0},
+		{"over the limit", caddyhttp.Error(http.StatusRequestEntityTooLarge, &http.MaxBytesError{Limit: 4}),
+			http.StatusRequestEntityTooLarge},
+	}
+	for _, c := range cases {
+		if c.err == nil {
+			t.Fatalf("%s: the reader did not fail", c.name)
+		}
+		got := 0
+		var he caddyhttp.HandlerError
+		if err := refusal(r, c.err); errors.As(err, &he) {
+			got = he.StatusCode
+		} else if err != nil {
+			t.Fatalf("%s: refusal %v is not a handler error", c.name, err)
+		}
+		if got != c.want {
+			t.Errorf("%s (%v): refusal status %d, want %d", c.name, c.err, got, c.want)
+		}
 	}
 }

@@ -1,12 +1,15 @@
-"""A request body the app does not read never becomes the next request on
-the connection (request smuggling): Go discards a rest of up to 256 KiB and
-closes the connection after the reply when more is left, as in front of
-reverse_proxy. Checked on a body that begins with a whole HTTP request."""
+"""Request bodies the app cannot use. One it does not read never becomes the
+next request on the connection (request smuggling): Go discards a rest of up
+to 256 KiB and closes the connection after the reply when more is left, as
+in front of reverse_proxy; checked on a body that begins with a whole HTTP
+request. A malformed chunked body is the client's error: a 400."""
 
 import re
 import socket
 
 import pytest
+
+from conftest import raw_request
 
 BRIDGES = [("raw_server", "/hello"), ("asgi_server", "/hello")]
 
@@ -36,3 +39,26 @@ def responses(port, path, pad):
 def test_an_unread_body_is_not_taken_for_the_next_request(request, bridge, pad):
     server = request.getfixturevalue(bridge[0])
     assert responses(server.port, bridge[1], pad) == [b"HTTP/1.1 200"]
+
+
+# ---------------------------------------------------------------- malformed bodies
+
+
+def post_malformed(port, path):
+    """A chunked body whose first chunk size is not hex."""
+    head = (b"POST " + path + b" HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n")
+    return raw_request(port, head + b"zz\r\n{\"a\": 1}\r\n0\r\n\r\n")
+
+
+@pytest.mark.parametrize("bridge", [("raw_server", b"/echo"), ("asgi_server", b"/echo")], ids=["wsgi", "asgi"])
+def test_a_malformed_chunked_body_is_a_400(request, bridge):
+    """The client broke the chunked encoding: a 400, with a log line saying
+    so, not a client disconnect (the app is told its read failed, and its
+    answer is not sent) nor a 500."""
+    server = request.getfixturevalue(bridge[0])
+    mark = server.log_mark()
+    resp = post_malformed(server.port, bridge[1])
+    assert resp.status == 400, resp.raw[:300]
+    log = server.wait_for_log("malformed request body", "invalid byte in chunk length", since=mark)
+    assert "Traceback" not in log, log[-2000:]
