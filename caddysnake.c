@@ -321,7 +321,7 @@ static PyObject *request_readinto(RequestObject *self, PyObject *arg) {
     }
     long n;
     Py_BEGIN_ALLOW_THREADS
-    n = cs_go_read(self->h, (char *)view.buf, (size_t)view.len);
+    n = cs_go_read(self->h, (char *)view.buf, (size_t)view.len, 0);
     Py_END_ALLOW_THREADS
     self->busy = 0;
     PyBuffer_Release(&view);
@@ -366,7 +366,7 @@ static PyObject *request_read_full(RequestObject *self, PyObject *arg) {
     if (n > 0) {
         char *p = PyBytes_AS_STRING(buf); /* not shared until returned */
         Py_BEGIN_ALLOW_THREADS
-        got = cs_go_read_full(self->h, p, (size_t)n);
+        got = cs_go_read(self->h, p, (size_t)n, 1);
         Py_END_ALLOW_THREADS
     }
     self->busy = 0;

@@ -41,8 +41,14 @@ func recoverTo[T ~int64 | ~int32 | ~int](code *T) {
 	}
 }
 
+// cs_go_read reads body bytes straight into the Python buffer (no
+// intermediate copy): what has arrived, at least one byte unless the body
+// has ended; with full, all n unless the body ends first (wsgi.input.read()
+// of a large body: one call, not one per piece that has arrived, each
+// dropping and retaking the GIL).
+//
 //export cs_go_read
-func cs_go_read(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
+func cs_go_read(h C.uintptr_t, buf *C.char, n C.size_t, full C.int) (rc C.long) {
 	defer recoverTo(&rc)
 	w, rq := current(h)
 	if rq == nil {
@@ -53,27 +59,6 @@ func cs_go_read(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
 	}
 	w.inIO.Store(true)
 	defer w.inIO.Store(false)
-	// Read straight into the Python buffer: no intermediate copy.
-	m, err := rq.read(unsafe.Slice((*byte)(unsafe.Pointer(buf)), int(n)))
-	if err != nil {
-		return readErr(err)
-	}
-	return C.long(m)
-}
-
-// cs_go_read_full is cs_go_read that fills all n bytes unless the body ends
-// first (wsgi.input.read() of a large body: one call, not one per piece
-// that has arrived, each dropping and retaking the GIL).
-//
-//export cs_go_read_full
-func cs_go_read_full(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
-	defer recoverTo(&rc)
-	w, rq := current(h)
-	if rq == nil {
-		return C.CS_ERR_BAD_STATE
-	}
-	w.inIO.Store(true)
-	defer w.inIO.Store(false)
 	b := unsafe.Slice((*byte)(unsafe.Pointer(buf)), int(n))
 	got := 0
 	for got < len(b) {
@@ -81,10 +66,10 @@ func cs_go_read_full(h C.uintptr_t, buf *C.char, n C.size_t) (rc C.long) {
 		if err != nil {
 			return readErr(err)
 		}
-		if m == 0 {
-			break // the end of the body
-		}
 		got += m
+		if m == 0 || full == 0 {
+			break // the end of the body, or what has arrived
+		}
 	}
 	return C.long(got)
 }

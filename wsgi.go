@@ -133,6 +133,9 @@ func (rq *request) bodyLeft() int64 {
 // there, and must not take it for a whole answer). The app's read fails
 // either way.
 func (rq *request) readFailed(err error) error {
+	if rq.refused != nil || rq.aborted {
+		return err // noted already: a failed body fails every later read
+	}
 	if refused := refusal(rq.r, err); refused != nil {
 		if rq.status == 0 {
 			rq.refused = refused

@@ -10,6 +10,8 @@ import time
 import httpx
 import pytest
 
+from conftest import raw_request
+
 SMALL_LINES = (
     b"first line\n"
     b"\n"
@@ -165,20 +167,15 @@ def test_read_after_readline_of_a_large_body(raw_server, use_chunked):
 def test_read_of_a_large_body_sent_in_pieces(raw_server):
     """read() returns the whole body of known length, however it arrives."""
     data = BIG_BINARY[:200_000]
-    s = socket.create_connection(("127.0.0.1", raw_server.port), timeout=15)
-    s.sendall(b"POST /input/read HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-              b"Content-Length: %d\r\n\r\n" % len(data))
-    for i in range(0, len(data), 50_000):
-        s.sendall(data[i:i + 50_000])
-        time.sleep(0.05)
-    out = b""
-    while True:
-        c = s.recv(65536)
-        if not c:
-            break
-        out += c
-    s.close()
-    res = json.loads(out.split(b"\r\n\r\n", 1)[1])
+
+    def send_in_pieces(s):
+        s.sendall(b"POST /input/read HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(data))
+        for i in range(0, len(data), 50_000):
+            s.sendall(data[i:i + 50_000])
+            time.sleep(0.05)
+
+    res = json.loads(raw_request(raw_server.port, b"", sock_hook=send_in_pieces).body)
     assert (res["len"], res["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
 
 
