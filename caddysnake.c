@@ -288,6 +288,9 @@ typedef struct {
     PyObject_HEAD
     uintptr_t h;
     int busy;
+    /* Body bytes handed to Python so far: wsgi.input compares it with its
+     * own position to see whether it has anything buffered (tell()). */
+    long long given;
 } RequestObject;
 
 static PyTypeObject RequestType;
@@ -307,10 +310,11 @@ static int request_enter(RequestObject *self) {
     return 1;
 }
 
-/* Request.readinto(buffer) -> int: read up to len(buffer) body bytes straight
- * into the caller's buffer (no intermediate copy); 0 means end of body.
- * GIL: held in/out, released while Go reads from the client. */
-static PyObject *request_readinto(RequestObject *self, PyObject *arg) {
+/* Read into the caller's buffer: up to len(buffer) bytes (what has
+ * arrived), or with full, len(buffer) bytes, fewer only at the end of the
+ * body. Straight into the buffer, no intermediate copy; 0 means the end of
+ * the body. GIL: held in/out, released while Go reads from the client. */
+static PyObject *request_readinto_impl(RequestObject *self, PyObject *arg, int full) {
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
         return NULL;
@@ -321,21 +325,41 @@ static PyObject *request_readinto(RequestObject *self, PyObject *arg) {
     }
     long n;
     Py_BEGIN_ALLOW_THREADS
-    n = cs_go_read(self->h, (char *)view.buf, (size_t)view.len, 0);
+    n = cs_go_read(self->h, (char *)view.buf, (size_t)view.len, full);
     Py_END_ALLOW_THREADS
     self->busy = 0;
     PyBuffer_Release(&view);
     if (n < 0) {
         return raise_code(n);
     }
+    self->given += n;
     return PyLong_FromLong(n);
+}
+
+/* Request.readinto(buffer) -> int: what has arrived (the raw stream's
+ * readinto). Request.readinto_full(buffer) -> int: the buffer filled, short
+ * only at the end of the body (a buffered stream's readinto). */
+static PyObject *request_readinto(RequestObject *self, PyObject *arg) {
+    return request_readinto_impl(self, arg, 0);
+}
+
+static PyObject *request_readinto_full(RequestObject *self, PyObject *arg) {
+    return request_readinto_impl(self, arg, 1);
+}
+
+/* Request.tell() -> int: body bytes handed to Python so far. GIL: held. */
+static PyObject *request_tell(RequestObject *self, PyObject *unused) {
+    return PyLong_FromLongLong(self->given);
 }
 
 /* Request.read_full(n) -> bytes: n body bytes, fewer only at the end of the
  * body; n < 0: the rest of a body of known length, or None if its length is
  * unknown (chunked). One call into Go fills a new bytes object in place: no
  * intermediate copy, and the GIL is released once, not once per piece that
- * has arrived. GIL: held in/out, released while Go reads from the client.
+ * has arrived. n is cut to what is left of a body of known length, and for
+ * one of unknown length the object grows from CS_READ_STEP as the body
+ * arrives, so an app's read(2**30) allocates no more than the body.
+ * GIL: held in/out, released while Go reads from the client.
  * owns: a new reference, or NULL with an exception set. */
 static PyObject *request_read_full(RequestObject *self, PyObject *arg) {
     Py_ssize_t n = PyLong_AsSsize_t(arg);
@@ -345,36 +369,50 @@ static PyObject *request_read_full(RequestObject *self, PyObject *arg) {
     if (!request_enter(self)) {
         return NULL;
     }
+    /* Go only looks at a counter: no need to release the GIL. */
+    long long left = cs_go_body_left(self->h);
+    if (left < -1) {
+        self->busy = 0;
+        return raise_code((long)left);
+    }
     if (n < 0) {
-        /* Go only looks at a counter: no need to release the GIL. */
-        long long left = cs_go_body_left(self->h);
-        if (left < 0) {
+        if (left == -1) {
             self->busy = 0;
-            if (left == -1) {
-                Py_RETURN_NONE;
-            }
-            return raise_code((long)left);
+            Py_RETURN_NONE;
         }
         n = (Py_ssize_t)left;
+    } else if (left >= 0 && (long long)n > left) {
+        n = (Py_ssize_t)left;
     }
-    PyObject *buf = PyBytes_FromStringAndSize(NULL, n);
-    if (buf == NULL) {
-        self->busy = 0;
-        return NULL;
-    }
-    long got = 0;
-    if (n > 0) {
+    Py_ssize_t size = left == -1 && n > CS_READ_STEP ? CS_READ_STEP : n;
+    PyObject *buf = PyBytes_FromStringAndSize(NULL, size);
+    Py_ssize_t got = 0;
+    while (buf != NULL && size > got) {
         char *p = PyBytes_AS_STRING(buf); /* not shared until returned */
+        long r;
         Py_BEGIN_ALLOW_THREADS
-        got = cs_go_read(self->h, p, (size_t)n, 1);
+        r = cs_go_read(self->h, p + got, (size_t)(size - got), 1);
         Py_END_ALLOW_THREADS
+        if (r < 0) {
+            Py_CLEAR(buf);
+            raise_code(r);
+            break;
+        }
+        got += r;
+        if (got < size || size == n) {
+            break; /* the end of the body, or n bytes */
+        }
+        size = size > n / 2 ? n : 2 * size; /* more of a chunked body */
+        if (_PyBytes_Resize(&buf, size) < 0) {
+            buf = NULL;
+        }
     }
     self->busy = 0;
-    if (got < 0) {
-        Py_DECREF(buf);
-        return raise_code(got);
+    if (buf == NULL) {
+        return NULL;
     }
-    if (got < n && _PyBytes_Resize(&buf, (Py_ssize_t)got) < 0) {
+    self->given += got;
+    if (got < size && _PyBytes_Resize(&buf, got) < 0) {
         return NULL;
     }
     return buf;
@@ -544,7 +582,10 @@ static PyObject *request_abort(RequestObject *self, PyObject *unused) {
 }
 
 static PyMethodDef request_methods[] = {
-    {"readinto", (PyCFunction)request_readinto, METH_O, "Read body bytes into a buffer."},
+    {"readinto", (PyCFunction)request_readinto, METH_O, "Read the body bytes that have arrived into a buffer."},
+    {"readinto_full", (PyCFunction)request_readinto_full, METH_O,
+     "Fill a buffer with body bytes, short only at the end of the body."},
+    {"tell", (PyCFunction)request_tell, METH_NOARGS, "Body bytes read so far."},
     {"read_full", (PyCFunction)request_read_full, METH_O,
      "read_full(n): n body bytes, fewer only at its end; n < 0: the rest, or None if of unknown length."},
     {"send", (PyCFunction)(void (*)(void))request_send, METH_FASTCALL,
@@ -1577,6 +1618,7 @@ void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
     if (req != NULL) {
         req->h = handle;
         req->busy = 0;
+        req->given = 0;
         PyObject *args[4] = {(PyObject *)app, environ, (PyObject *)req, input};
         res = PyObject_Vectorcall(g_wsgi_handle, args, 4, NULL);
         req->h = 0; /* the request is over: stale references must not reach Go */

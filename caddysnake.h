@@ -212,6 +212,9 @@ cs_msg *cs_asgi_take_msgs(void);
 void cs_asgi_free_msgs(cs_msg *m);
 #define CS_ZERO_COPY_MIN (16 * 1024)
 #define CS_BODY_CHUNK (256 * 1024) /* the most Go reads per request body chunk */
+/* WSGI: a read(n) of a body of unknown length first allocates this much,
+ * then doubles as the body keeps coming (the driver's INPUT_BUFFER). */
+#define CS_READ_STEP (64 * 1024)
 
 /* WSGI: a streamed body chunk smaller than this is queued for Go's writer
  * with the GIL held (cs_go_stream); one this large or larger is written by Go

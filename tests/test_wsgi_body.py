@@ -108,6 +108,54 @@ def test_read_n_loop(raw_server, n, use_chunked):
     assert all(0 < L <= n for L in res["lens"]), "read(n) returned more than n bytes or an empty chunk"
 
 
+def send_in_pieces(path, data, *, use_chunked, piece=50_000, pause=0.05):
+    """A sock_hook for raw_request: the body in pieces, with pauses, so
+    each read finds only part of what it asks for."""
+    framing = b"Transfer-Encoding: chunked" if use_chunked else b"Content-Length: %d" % len(data)
+
+    def hook(s):
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n\r\n" % (path, framing))
+        for i in range(0, len(data), piece):
+            part = data[i:i + piece]
+            s.sendall(b"%x\r\n%s\r\n" % (len(part), part) if use_chunked else part)
+            time.sleep(pause)
+        if use_chunked:
+            s.sendall(b"0\r\n\r\n")
+    return hook
+
+
+@pytest.mark.parametrize("use_chunked", TRANSFER)
+@pytest.mark.parametrize("path", [b"/input/read_n?n=100000", b"/input/readinto?n=100000",
+                                  b"/input/line_then_read_n?n=100000"])
+def test_large_reads_are_filled_however_the_body_arrives(raw_server, path, use_chunked):
+    """read(n) and readinto() of a buffered stream return n bytes until the
+    end of the body, though it arrives in smaller pieces, as a parser
+    reading fixed-size records expects (gunicorn's read(n) does too)."""
+    data = BIG_BINARY[:420_000]
+    hook = send_in_pieces(path, data, use_chunked=use_chunked)
+    r = raw_request(raw_server.port, b"", sock_hook=hook)
+    assert r.status == 200, r.body[:500]
+    res = json.loads(r.body)
+    assert (res["len"], res["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    lens = res["lens"]
+    if b"line_then" in path:
+        lens = lens[1:]  # the first line, then reads of n
+    assert lens[:-1] == [100_000] * (len(lens) - 1), lens
+    assert 0 < lens[-1] <= 100_000
+
+
+@pytest.mark.parametrize("use_chunked", TRANSFER)
+@pytest.mark.parametrize("path", ["/input/read_n", "/input/line_then_read_n"])
+def test_read_of_far_more_than_the_body(raw_server, path, use_chunked):
+    """read(2**40) returns the (rest of the) body, without first allocating
+    2**40 bytes (gunicorn's read(n) collects what arrives; a buffered
+    reader would allocate n up front and fail with MemoryError)."""
+    data = b"a first line\n" + BIG_BINARY[:300_000]
+    res = post(raw_server, path, data, use_chunked=use_chunked, params={"n": 2 ** 40})
+    assert (res["len"], res["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    assert res["lens"] == ([len(data)] if path == "/input/read_n" else [13, len(data) - 13])
+
+
 @pytest.mark.parametrize("use_chunked", TRANSFER)
 @pytest.mark.parametrize("body", list(BODIES))
 def test_readline(raw_server, body, use_chunked):

@@ -171,6 +171,34 @@ def input_read_n(environ, start_response):
     return respond_json(start_response, out)
 
 
+def input_readinto(environ, start_response):
+    """readinto() a buffer of n bytes until the end of the body."""
+    n = int(qs(environ).get("n", "1024"))
+    inp = environ["wsgi.input"]
+    buf = bytearray(n)
+
+    def piece():
+        got = inp.readinto(buf)
+        return bytes(buf[:got])
+
+    chunks, overflow = bounded_loop(piece)
+    out = summarize(chunks)
+    out["overflow"] = overflow
+    return respond_json(start_response, out)
+
+
+def input_line_then_read_n(environ, start_response):
+    """readline(), then read(n) until the end: the reader's buffer holds
+    part of the first read(n)."""
+    n = int(qs(environ).get("n", "1024"))
+    inp = environ["wsgi.input"]
+    chunks = [inp.readline()]
+    more, overflow = bounded_loop(lambda: inp.read(n))
+    out = summarize(chunks + more)
+    out["overflow"] = overflow
+    return respond_json(start_response, out)
+
+
 def input_readline(environ, start_response):
     inp = environ["wsgi.input"]
     lines, overflow = bounded_loop(inp.readline)
@@ -709,6 +737,8 @@ ROUTES = {
     "/input/read": input_read,
     "/input/read_neg": input_read_neg,
     "/input/read_n": input_read_n,
+    "/input/readinto": input_readinto,
+    "/input/line_then_read_n": input_line_then_read_n,
     "/input/readline": input_readline,
     "/input/readline_n": input_readline_n,
     "/input/readlines": input_readlines,
