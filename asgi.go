@@ -395,8 +395,8 @@ func (rq *asgiRequest) commit() {
 	for k, v := range rq.header {
 		h[k] = v
 	}
-	noSniff(h)
-	if cl := rq.header.Get("Content-Length"); cl != "" {
+	finishHeaders(h, rq.r, rq.status)
+	if cl := h.Get("Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
 			rq.body.length = n
 		}

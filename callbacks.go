@@ -141,12 +141,26 @@ func addAppHeaders(h http.Header, kv []C.cs_str) {
 	}
 }
 
-// noSniff keeps a response without Content-Type without one: Go would
-// otherwise guess one from the first bytes of the body, and PEP 3333 (like
-// gunicorn and uvicorn) leaves the meaning of a response to the app.
-func noSniff(h http.Header) {
+// finishHeaders settles the app's headers just before they are written,
+// for WSGI and ASGI alike:
+//   - a response without Content-Type keeps none: Go would otherwise guess
+//     one from the first bytes of the body, and PEP 3333 (like gunicorn and
+//     uvicorn) leaves the meaning of a response to the app;
+//   - a 204 carries no Content-Length (RFC 9110 §8.6: a server MUST NOT
+//     send one; Django adds "0" to every 204): Go's HTTP/1 server drops it,
+//     its HTTP/2 server would send it, gunicorn drops it;
+//   - "Connection: close" is for HTTP/1 only: over HTTP/2 Go would answer
+//     it with a GOAWAY, ending the connection for every other stream on it
+//     (through reverse_proxy the header is simply dropped).
+func finishHeaders(h http.Header, r *http.Request, status int) {
 	if _, ok := h["Content-Type"]; !ok {
 		h["Content-Type"] = nil
+	}
+	if status == http.StatusNoContent {
+		delete(h, "Content-Length")
+	}
+	if r.ProtoMajor != 1 {
+		delete(h, "Connection")
 	}
 }
 
@@ -228,7 +242,7 @@ func (rq *request) start(status int, kv []C.cs_str, clen int64) C.long {
 	rq.body.length = clen
 	header := rq.w.Header()
 	addAppHeaders(header, kv)
-	noSniff(header)
+	finishHeaders(header, rq.r, status)
 	rq.status = status
 	rq.w.WriteHeader(status)
 	return C.CS_OK
@@ -269,6 +283,12 @@ func (l *bodyLimit) write(w http.ResponseWriter, r *http.Request, b []byte) erro
 	}
 	_, err := w.Write(b)
 	return err
+}
+
+// short says whether a response that is over sent less than its declared
+// Content-Length (HEAD and bodiless statuses aside).
+func (l *bodyLimit) short(r *http.Request, status int) bool {
+	return l.length >= 0 && l.written < l.length && bodyAllowed(status) && r.Method != http.MethodHead
 }
 
 // clip cuts b at the declared Content-Length and counts what is left as

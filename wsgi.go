@@ -45,7 +45,7 @@ type request struct {
 	aheadBuf []byte
 	// refused: a body read failed before the response began in a way
 	// Caddy answers itself (refusal): the handler error ServeHTTP returns.
-	refused error
+	refused  error
 	consumed int64 // body bytes given to the app
 }
 
@@ -219,6 +219,19 @@ func (w *worker) serve(ts C.cs_tstate, rq *request) {
 	if rq.streaming { // what the app streamed goes out before the request ends
 		rq.stream.stop()
 		rq.streaming = false
+	}
+	if rq.status != 0 && !rq.aborted && rq.body.short(rq.r, rq.status) {
+		// As reverse_proxy treats a short upstream body: the client gets
+		// what was sent, then sees truncation (HTTP/2: a reset stream; Go's
+		// HTTP/1 server closes the connection), not a response that ends as
+		// if it were whole.
+		_ = rq.flush()
+		rq.aborted = true
+		if rq.r.Context().Err() == nil { // else the client left: not the app's doing
+			pyLogger.Warn("python app wrote less than its Content-Length; response cut off",
+				zap.Int64("content_length", rq.body.length), zap.Int64("written", rq.body.written),
+				zap.String("path", rq.r.URL.Path))
+		}
 	}
 	if rq.status == 0 && !rq.aborted && rq.refused == nil {
 		// The driver always answers; this is the last line of defence.

@@ -393,14 +393,14 @@ class _Conn(_Exchange):
             # the response to finish.
             await self._wait()
 
-    def _overrun(self):
-        """The body went past the response's Content-Length: the app's
-        error, raised in its send() as uvicorn does (not cut quietly), so the
-        client gets a 500 or a cut-off response, not one that looks whole.
-        Not for HEAD, whose body Go drops."""
+    def _miscounted(self, longer):
+        """The body went past the response's Content-Length, or ended short
+        of it: the app's error, raised in its send() as uvicorn does (not
+        passed on quietly), so the client gets a 500 or a cut-off response,
+        not one that looks whole. (HEAD and 204/304 responses, whose body Go
+        drops, are not counted.)"""
         self.out_left = None  # Go cuts what follows, should the app go on
-        if self.scope["method"] != "HEAD":
-            raise RuntimeError("Response content longer than Content-Length")
+        raise RuntimeError("Response content %s than Content-Length" % ("longer" if longer else "shorter"))
 
     async def send(self, message):
         if self.disconnected:
@@ -414,14 +414,14 @@ class _Conn(_Exchange):
             body = message.get("body", b"")
             if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
                 raise TypeError("http.response.body 'body' must be bytes, not %s" % type(body).__name__)
+            more = message.get("more_body", False)
             left = self.out_left
             if left is not None:  # counted inline: most responses pass here once
                 left -= len(body)
-                if left < 0:
-                    self._overrun()
-                else:
-                    self.out_left = left
-            if message.get("more_body", False):
+                if left < 0 or (left and not more):
+                    self._miscounted(left < 0)
+                self.out_left = left
+            if more:
                 await self._send_streamed(_caddysnake.asgi_body, body, True, size=len(body))
             else:
                 _caddysnake.asgi_body(self.handle, body, False)
@@ -437,8 +437,11 @@ class _Conn(_Exchange):
             # client did not send "TE: trailers": dropped) or False.
             if message.get("trailers", False):
                 self.trailers = True if self.flags & NEW_TRAILERS else None
-            self.out_left = _caddysnake.asgi_headers(
+            left = _caddysnake.asgi_headers(
                 self.handle, H_START, status, message.get("headers", ()), int(bool(self.trailers)))
+            if left is not None and (status == 204 or status == 304 or self.scope["method"] == "HEAD"):
+                left = None  # no body goes out: nothing to count
+            self.out_left = left
             self.started = True
         elif kind == "http.response.trailers":
             if self.trailers is None:  # the client cannot take them

@@ -278,6 +278,58 @@ def raw_request(port: int, data: bytes, timeout: float = 15.0, head_request: boo
     return parse_raw_response(b"".join(chunks), head_request=head_request)
 
 
+@dataclass
+class H2Frame:
+    type: str            # DATA, HEADERS, RST_STREAM, GOAWAY, or the frame type's number
+    stream: int
+    end_stream: bool
+    headers: Dict[str, str] = field(default_factory=dict)  # HEADERS: decoded
+    data: bytes = b""    # DATA: the payload
+
+
+def h2_frames(port: int, path: str, *, method: str = "GET", settle: float = 1.0) -> List[H2Frame]:
+    """One h2c (prior knowledge) request on a fresh connection, and the
+    frames the server sent for it, as they came: for what an HTTP/2 client
+    library would hide or refuse (a stream that ends short of its
+    Content-Length, a reset, a GOAWAY). Reads until the server has been
+    silent for ``settle`` seconds."""
+    import h2.config
+    import h2.connection
+    import hpack
+
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", method), (":path", path), (":scheme", "http"),
+                          (":authority", f"127.0.0.1:{port}")], end_stream=True)
+    buf = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as so:
+        so.sendall(conn.data_to_send())
+        so.settimeout(settle)
+        try:
+            while True:
+                d = so.recv(65536)
+                if not d:
+                    break
+                buf += d
+        except (socket.timeout, ConnectionResetError):
+            pass
+    names = {0: "DATA", 1: "HEADERS", 3: "RST_STREAM", 7: "GOAWAY"}
+    frames, dec, i = [], hpack.Decoder(), 0
+    while i + 9 <= len(buf):
+        n, ty, flags = int.from_bytes(buf[i:i + 3], "big"), buf[i + 3], buf[i + 4]
+        sid = int.from_bytes(buf[i + 5:i + 9], "big") & 0x7FFFFFFF
+        payload = buf[i + 9:i + 9 + n]
+        f = H2Frame(names.get(ty, str(ty)), sid, ty in (0, 1) and bool(flags & 1))
+        if ty == 1:
+            f.headers = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+                         for k, v in dec.decode(payload)}
+        elif ty == 0:
+            f.data = payload
+        frames.append(f)
+        i += 9 + n
+    return frames
+
+
 # --------------------------------------------------------------------------
 # the Caddy process
 # --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import raw_request
+from conftest import h2_frames, raw_request
 
 
 def assert_healthy(server):
@@ -65,12 +65,58 @@ def test_body_longer_than_content_length_raises_in_send(asgi_server):
     assert r.status_code == 500
     asgi_server.wait_for_log("Response content longer than Content-Length", "cl_overrun", since=mark)
     resp = raw_request(asgi_server.port, b"GET /cl-overrun?stream=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-    assert resp.status == 200 and resp.body == b"012" and not resp.complete, resp.raw[-200:]
+    assert resp.status == 200 and resp.body == b"01" and not resp.complete, resp.raw[-200:]
     r = httpx.get(asgi_server.url("/cl-overrun?catch=1"), timeout=10)  # the app sees it
     assert r.status_code == 200 and r.text == "Respo"
     r = httpx.head(asgi_server.url("/cl-overrun"), timeout=10)
     assert r.status_code == 200 and r.headers["content-length"] == "5"
     assert_healthy(asgi_server)
+
+
+def test_body_shorter_than_content_length_raises_in_send(asgi_server):
+    """As under uvicorn ("Response content shorter than Content-Length"):
+    the last body message leaves the body short of the declared length, so
+    send() raises; the client gets a 500 (nothing was sent yet) or a cut-off
+    response (HTTP/2: a reset stream), never a short one that looks whole.
+    HEAD, 204 and 304 owe no body."""
+    mark = asgi_server.log_mark()
+    r = httpx.get(asgi_server.url("/cl-overrun?short=1"), timeout=10)
+    assert r.status_code == 500
+    asgi_server.wait_for_log("Response content shorter than Content-Length", "cl_overrun", since=mark)
+    resp = raw_request(asgi_server.port,
+                       b"GET /cl-overrun?short=1&stream=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert resp.status == 200 and resp.body == b"01" and not resp.complete, resp.raw[-200:]
+    frames = [f for f in h2_frames(asgi_server.port, "/cl-overrun?short=1&stream=1") if f.stream == 1]
+    assert not any(f.end_stream for f in frames) and frames[-1].type == "RST_STREAM", frames
+    r = httpx.get(asgi_server.url("/cl-overrun?short=1&catch=1"), timeout=10)  # the app sees it
+    assert r.status_code == 200 and r.text == "Respo"
+    r = httpx.head(asgi_server.url("/cl-overrun?short=1"), timeout=10)
+    assert r.status_code == 200 and r.headers["content-length"] == "5"
+    mark = asgi_server.log_mark()
+    for code in (204, 304):
+        r = httpx.get(asgi_server.url(f"/status?code={code}&cl=5"), timeout=10)
+        assert r.status_code == code
+    assert_healthy(asgi_server)
+    assert "Content-Length" not in asgi_server.log_since(mark), "a bodiless response was counted"
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_bodiless_status_over_h2(asgi_server, code):
+    """A 204's Content-Length is dropped over HTTP/2 as Go drops it over
+    HTTP/1.1 (RFC 9110 8.6), a 304's kept; both end normally."""
+    frames = [f for f in h2_frames(asgi_server.port, f"/status?code={code}&cl=4") if f.stream == 1]
+    assert frames and frames[0].headers[":status"] == str(code) and frames[-1].end_stream, frames
+    assert ("content-length" in frames[0].headers) == (code == 304), frames[0].headers
+
+
+def test_connection_close_over_h2_leaves_the_connection_open(asgi_server):
+    """The app's "Connection: close" ends an HTTP/1.1 connection, but over
+    HTTP/2 it is dropped: Go would answer it with a GOAWAY for the whole
+    connection."""
+    frames = h2_frames(asgi_server.port, "/set-headers?h=Connection:close&h=Content-Type:text/plain")
+    assert not any(f.type == "GOAWAY" for f in frames), frames
+    mine = [f for f in frames if f.stream == 1]
+    assert "connection" not in mine[0].headers and mine[-1].end_stream, mine
 
 
 def test_raise_after_start_h2c_resets_stream(asgi_server):

@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import dechunk, held_back_at, read_events, wait_until
+from conftest import dechunk, h2_frames, held_back_at, read_events, wait_until
 
 
 # /mixed-chunks in apps/raw_wsgi: small and large chunks alternating.
@@ -309,6 +309,57 @@ def test_content_length_not_exceeded(raw_server):
     assert resp.header("Content-Length") == "5"
     assert resp.after_headers == b"hello"
     assert_still_serving(raw_server)
+
+
+@pytest.mark.parametrize("pieces", [1, 3], ids=["one-chunk", "streamed"])
+def test_body_shorter_than_content_length_is_cut_off(raw_server, pieces):
+    """An app that sends less than its Content-Length: the client must see
+    truncation, as through reverse_proxy, not a response that looks whole.
+    HTTP/1.1: the connection closes after what came. HTTP/2: the stream is
+    reset (RST_STREAM), never ended with END_STREAM (a client that does not
+    count bytes would take 5 of 100 for the whole body)."""
+    mark = raw_server.log_mark()
+    resp = raw_server.raw(req(f"/cl_short?n={pieces}"))
+    assert resp.status == 200 and resp.header("Content-Length") == "100"
+    assert resp.after_headers == b"short" * pieces and not resp.complete
+    frames = [f for f in h2_frames(raw_server.port, f"/cl_short?n={pieces}") if f.stream == 1]
+    assert frames[0].type == "HEADERS" and frames[0].headers["content-length"] == "100", frames
+    assert b"".join(f.data for f in frames if f.type == "DATA") == b"short" * pieces
+    assert not any(f.end_stream for f in frames), frames
+    assert frames[-1].type == "RST_STREAM", frames
+    raw_server.wait_for_log("less than its Content-Length", since=mark)
+    assert_still_serving(raw_server)
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_bodiless_status_with_content_length_is_not_cut_off(raw_server, code):
+    """204/304 carry no body, so their Content-Length is not owed: the
+    response ends normally. A 204's Content-Length is dropped over HTTP/2 as
+    over HTTP/1.1 (RFC 9110 8.6; Django adds "Content-Length: 0" to every
+    204), a 304's kept (it describes the representation)."""
+    frames = [f for f in h2_frames(raw_server.port, f"/status?code={code}&cl=4") if f.stream == 1]
+    assert frames and frames[0].type == "HEADERS" and frames[0].headers[":status"] == str(code), frames
+    assert frames[-1].end_stream and not any(f.type == "RST_STREAM" for f in frames), frames
+    assert ("content-length" in frames[0].headers) == (code == 304), frames[0].headers
+    resp = raw_server.raw(req(f"/status?code={code}&cl=4"))
+    assert resp.status == code and resp.header("Content-Length") is None
+
+
+def test_head_with_content_length_is_not_cut_off(raw_server):
+    frames = [f for f in h2_frames(raw_server.port, "/cl_short", method="HEAD") if f.stream == 1]
+    assert frames and frames[0].headers[":status"] == "200" and frames[-1].end_stream, frames
+    assert not any(f.type == "RST_STREAM" for f in frames), frames
+
+
+def test_connection_close_over_h2_leaves_the_connection_open(raw_server):
+    """The app's "Connection: close" closes an HTTP/1.1 connection (as under
+    gunicorn) but is dropped over HTTP/2, where Go would send a GOAWAY and
+    end every other stream of the connection (through reverse_proxy the
+    header is dropped too)."""
+    frames = h2_frames(raw_server.port, "/set_headers?h=Connection:close&h=Content-Type:text/plain")
+    assert not any(f.type == "GOAWAY" for f in frames), frames
+    mine = [f for f in frames if f.stream == 1]
+    assert "connection" not in mine[0].headers and mine[-1].end_stream, mine
 
 
 def test_streaming_without_content_length_is_chunked(raw_server):

@@ -409,8 +409,12 @@ async def malloc_stats(scope, receive, send):
 
 
 async def status(scope, receive, send):
-    code = int(qs(scope).get("code", "200"))
-    await send({"type": "http.response.start", "status": code, "headers": [(b"x-status", str(code).encode())]})
+    q = qs(scope)
+    code = int(q.get("code", "200"))
+    headers = [(b"x-status", str(code).encode())]
+    if "cl" in q:  # Django puts "Content-Length: 0" on every 204
+        headers.append((b"content-length", q["cl"].encode()))
+    await send({"type": "http.response.start", "status": code, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -496,17 +500,19 @@ async def err_after_start_cl(scope, receive, send):
 
 
 async def cl_overrun(scope, receive, send):
-    """Content-Length 5 and a longer body: in one chunk, or streamed
-    (?stream=1). ?catch=1 reports what send() raised as the body."""
+    """Content-Length 5 and a longer body (or, with ?short=1, a shorter
+    one): in one chunk, or streamed (?stream=1). ?catch=1 reports what
+    send() raised as the body."""
     q = qs(scope)
+    body = b"012" if q.get("short") == "1" else b"0123456789"
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]})
     try:
         if q.get("stream") == "1":
-            await send({"type": "http.response.body", "body": b"012", "more_body": True})
-            await send({"type": "http.response.body", "body": b"3456789"})
+            await send({"type": "http.response.body", "body": body[:2], "more_body": True})
+            await send({"type": "http.response.body", "body": body[2:]})
         else:
-            await send({"type": "http.response.body", "body": b"0123456789"})
+            await send({"type": "http.response.body", "body": body})
     except RuntimeError as e:
         if q.get("catch") != "1":
             raise

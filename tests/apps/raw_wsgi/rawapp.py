@@ -438,7 +438,10 @@ def status(environ, start_response):
     code = int(q.get("code", "200"))
     reason = q.get("reason", STATUS_REASONS.get(code, "Whatever"))
     with_body = q.get("body") == "1"
-    start_response(f"{code} {reason}", [("Content-Type", "text/plain"), ("X-Status-Test", str(code))])
+    headers = [("Content-Type", "text/plain"), ("X-Status-Test", str(code))]
+    if "cl" in q:  # Django puts "Content-Length: 0" on every 204
+        headers.append(("Content-Length", q["cl"]))
+    start_response(f"{code} {reason}", headers)
     return [b"this body must not be sent"] if with_body else []
 
 
@@ -450,6 +453,13 @@ def cl_exact(environ, start_response):
 def cl_too_long(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
     return [b"hello", b" world, this is past the declared length"]
+
+
+def cl_short(environ, start_response):
+    """Content-Length 100 and 5 bytes: in one chunk, or in ?n=N pieces."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
+    n = int(qs(environ).get("n", "1"))
+    return [b"short"] * n
 
 
 BAD = {
@@ -761,6 +771,7 @@ ROUTES = {
     "/status": status,
     "/cl_exact": cl_exact,
     "/cl_too_long": cl_too_long,
+    "/cl_short": cl_short,
     "/bad": bad,
     "/sleep": sleep,
     "/overlap": overlap,
