@@ -80,9 +80,10 @@ type asgiCmd struct {
 	body   []byte
 	more   bool // more_body / more_trailers / trailers announced, or "failed" for cmdDone
 	now    bool // cmdStart: send the headers now (C's CS_START_NOW)
-	size   int  // cmdWantBody on a WebSocket: bytes of the status messages received
+	size   int  // cmdWantBody on a WebSocket: bytes of the status messages received; cmdPathsend: the file's
 	path   string
 	ref    pyRef
+	file   *os.File // cmdPathsend: the file the driver opened; Go's to close (sendFile, dropCmd)
 }
 
 // pyRef is a reference to a Python object that Go holds and must hand back
@@ -311,8 +312,8 @@ func (rq *asgiRequest) dropQueued() {
 	rq.ackRef = nil
 	waiting, batch := rq.cmds.close()
 	for _, cs := range [2][]asgiCmd{waiting, batch} {
-		for _, c := range cs {
-			rq.loop.release(c.ref)
+		for i := range cs {
+			rq.loop.dropCmd(&cs[i])
 		}
 	}
 }
@@ -357,7 +358,9 @@ func (rq *asgiRequest) handle_(c *asgiCmd) bool {
 		}
 		return !c.more
 	case cmdPathsend:
-		rq.sendFile(c.path)
+		f := c.file
+		c.file = nil
+		rq.sendFile(f, int64(c.size))
 		return true
 	case cmdWantBody:
 		// What was written goes out before Go waits on the client, who may
@@ -548,21 +551,41 @@ func (rq *asgiRequest) pushBody(buf unsafe.Pointer, ref pyRef, n int, more bool)
 		len: C.size_t(n), kind: C.CS_EV_BODY, flags: C.int(flags)})
 }
 
-// sendFile serves http.response.pathsend: Go reads the file itself, with
-// sendfile(2) when nothing between the handler and the socket needs bytes.
-func (rq *asgiRequest) sendFile(path string) {
-	f, err := os.Open(path)
-	if err != nil {
-		pyLogger.Error("http.response.pathsend: " + err.Error())
-		panic(http.ErrAbortHandler)
-	}
+// sendFile serves http.response.pathsend from f, which the driver opened in
+// send() (so the app may delete the file once send() returns): Go reads it
+// itself, with sendfile(2) when nothing between the handler and the socket
+// needs bytes. It sends exactly the response's Content-Length (the app's,
+// else size, the file's when opened): a file that grew meanwhile is cut
+// there, so the next response on the connection is not read from its tail;
+// one that shrank leaves the client a cut-off response (a reset HTTP/2
+// stream), never a short one that looks whole.
+func (rq *asgiRequest) sendFile(f *os.File, size int64) {
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && rq.header.Get("Content-Length") == "" && !rq.trailers {
-		rq.header.Set("Content-Length", strconv.FormatInt(st.Size(), 10))
+	if rq.header.Get("Content-Length") == "" && !rq.trailers {
+		rq.header.Set("Content-Length", strconv.FormatInt(size, 10))
 	}
 	rq.commit()
+	if !bodyAllowed(rq.status) || rq.r.Method == http.MethodHead {
+		return
+	}
 	widenWriteChunk(rq.r)
-	_, _ = io.Copy(rq.w, f)
+	var n int64
+	var err error
+	if rq.body.length >= 0 {
+		n, err = io.CopyN(rq.w, f, rq.body.length) // a LimitedReader: still sendfile(2)
+	} else {
+		n, err = io.Copy(rq.w, f) // announced trailers: chunked, the whole file
+	}
+	rq.body.written += n
+	if err == nil {
+		return
+	}
+	if rq.r.Context().Err() == nil { // else the client left
+		pyLogger.Error("http.response.pathsend: the file ended short of the response's Content-Length, "+
+			"or could not be read; response cut off", zap.String("file", f.Name()),
+			zap.Int64("content_length", rq.body.length), zap.Int64("sent", n), zap.Error(err))
+	}
+	panic(http.ErrAbortHandler)
 }
 
 // bodyAhead says whether the first chunk of a small request body (of known

@@ -10,6 +10,7 @@ import "C"
 
 import (
 	"net/http"
+	"os"
 	"unsafe"
 )
 
@@ -49,7 +50,12 @@ func decodeMsg(m *C.cs_msg) asgiCmd {
 		c.body = append([]byte(nil), data...)
 	case cmdWantBody:
 		c.size = int(m.flags)
-	case cmdPathsend, cmdWSClose:
+	case cmdPathsend:
+		// The file is open already (C took it over from send()); Go owns
+		// it now (dropCmd or sendFile closes it).
+		c.file, c.size = os.NewFile(uintptr(m.fd), string(data)), int(m.size)
+		m.fd = -1
+	case cmdWSClose:
 		c.path = string(data)
 	}
 	return c

@@ -19,12 +19,15 @@
 #include <Python.h>
 
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -728,6 +731,7 @@ static cs_msg *msg_new(uintptr_t handle, int kind, size_t nhdr, size_t extra, si
     m->hdr = (cs_str *)(m + 1);
     m->data = (char *)(m + 1) + hsize + extra;
     m->len = len;
+    m->fd = -1;
     return m;
 }
 
@@ -887,6 +891,9 @@ void cs_asgi_free_msgs(cs_msg *m) {
         cs_msg *next = m->next;
         if (m->ref != NULL) {
             cs_asgi_push((cs_event){.app = m->ref, .kind = CS_EV_RELEASE});
+        }
+        if (m->fd >= 0) {
+            close(m->fd);
         }
         free(m);
         m = next;
@@ -1163,15 +1170,51 @@ static PyObject *mod_asgi_ws(PyObject *self, PyObject *args) {
     return r;
 }
 
-/* asgi_pathsend(handle, path: str): Go serves the file itself. */
+/* asgi_pathsend(handle, path: str): Go serves the file itself, from a
+ * descriptor opened here, in send(): once send() returns the app may delete
+ * or replace the file (Starlette's FileResponse(background=...unlink) does),
+ * as it may once a server without pathsend has read it. A file that cannot
+ * be opened, or is not a regular file, raises OSError in send(), while the
+ * response can still be a clean 500. GIL: held (open and fstat of a local
+ * file are quick). owns: the descriptor goes with the message (cs_msg.fd). */
 static PyObject *mod_asgi_pathsend(PyObject *self, PyObject *args) {
     unsigned long long handle;
-    const char *path;
-    Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "Ks#", &handle, &path, &n)) {
+    PyObject *path; /* bytes, from PyUnicode_FSConverter */
+    if (!PyArg_ParseTuple(args, "KO&", &handle, PyUnicode_FSConverter, &path)) {
         return NULL;
     }
-    return post_data((uintptr_t)handle, CS_MSG_PATHSEND, 0, 0, path, (size_t)n);
+    struct stat st;
+    /* O_NONBLOCK: opening a FIFO must not block the loop; a regular file
+     * then gets its usual blocking reads back. */
+    int fd = open(PyBytes_AS_STRING(path), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    /* A directory, a device, a FIFO: nothing with a length to send. */
+    int err = fd < 0                                ? errno
+              : fstat(fd, &st) != 0                 ? errno
+              : S_ISDIR(st.st_mode)                 ? EISDIR
+              : !S_ISREG(st.st_mode)                ? EINVAL
+              : fcntl(fd, F_SETFL, O_RDONLY) != 0   ? errno
+                                                    : 0;
+    if (err != 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        Py_DECREF(path);
+        return NULL;
+    }
+    size_t n = (size_t)PyBytes_GET_SIZE(path);
+    cs_msg *m = msg_new((uintptr_t)handle, CS_MSG_PATHSEND, 0, 0, n);
+    if (m == NULL) {
+        close(fd);
+        Py_DECREF(path);
+        return PyErr_NoMemory();
+    }
+    memcpy(m->data, PyBytes_AS_STRING(path), n);
+    Py_DECREF(path);
+    m->fd = fd;
+    m->size = (long long)st.st_size;
+    return due_or_raise(msg_post(m));
 }
 
 /* asgi_flush(): hand every message queued since the last flush to Go (one

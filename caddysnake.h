@@ -192,7 +192,9 @@ enum { CS_START_TRAILERS = 1, CS_START_NOW = 2 };
  * Likewise a CS_MSG_WANT_BODY for a large request body carries a
  * new bytes object for Go to read into, which comes back in CS_EV_BODY (or
  * CS_EV_RELEASE if unused). cs_asgi_free_msgs hands back any ref Go left in
- * a message. */
+ * a message. A CS_MSG_PATHSEND carries the file open (fd, owned by the
+ * message until Go takes it, setting fd to -1; cs_asgi_free_msgs closes one
+ * Go left), its size when opened, and its path as data (for log lines). */
 typedef struct cs_msg {
     struct cs_msg *next;
     uintptr_t handle;
@@ -204,6 +206,8 @@ typedef struct cs_msg {
     char *data;
     size_t len;
     cs_obj ref; /* the bytes object data points into, owned; or NULL */
+    int fd;     /* CS_MSG_PATHSEND: the file, owned; else -1 */
+    long long size; /* CS_MSG_PATHSEND: its size when opened */
 } cs_msg;
 
 /* Take every flushed message, oldest first (NULL if none). Go reads the

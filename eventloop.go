@@ -100,6 +100,17 @@ func (l *eventLoop) release(ref pyRef) {
 	}
 }
 
+// dropCmd lets go of what a message the request never handled holds: the
+// reference to a Python object, a file the driver opened.
+func (l *eventLoop) dropCmd(c *asgiCmd) {
+	l.release(c.ref)
+	c.ref = nil
+	if c.file != nil {
+		c.file.Close()
+		c.file = nil
+	}
+}
+
 func (l *eventLoop) pushSimple(h uintptr, kind int) {
 	l.push(C.cs_event{handle: C.uintptr_t(h), kind: C.int(kind)})
 }
@@ -127,7 +138,7 @@ func (l *eventLoop) deliver(head *C.cs_msg) {
 			continue
 		}
 		if c := decodeMsg(m); !rq.cmds.put(c) {
-			l.release(c.ref) // the request ended meanwhile
+			l.dropCmd(&c) // the request ended meanwhile
 		}
 	}
 	C.cs_asgi_free_msgs(head)

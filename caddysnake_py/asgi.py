@@ -155,14 +155,30 @@ def _client_left(exc, depth=0):
     groups), or was raised while handling one: Starlette, seeing ASGI spec
     2.4 in the scope, turns a StreamingResponse's failed send() into its own
     ClientDisconnect, which is no OSError (uvicorn, at spec 2.3, never makes
-    it raise)."""
+    it raise). Not a ClientDisconnected raised while the app handled an
+    error of its own (sending its error page to a client that had left):
+    that error is the app's, and is logged, as under uvicorn."""
     if isinstance(exc, ClientDisconnected):
-        return True
+        ctx = exc.__context__
+        return ctx is None or depth >= 4 or _departure(ctx) or _client_left(ctx, depth + 1)
     subs = getattr(exc, "exceptions", None)  # BaseExceptionGroup (3.11+)
     if isinstance(subs, tuple) and subs:
         return all(_client_left(e, depth) or isinstance(e, asyncio.CancelledError) for e in subs)
     cause = exc.__cause__ or exc.__context__
     return cause is not None and depth < 4 and _client_left(cause, depth + 1)
+
+
+def _departure(exc):
+    """Whether exc is how an app or its framework learns that the client
+    left: send()'s OSError, a cancelled task (Django cancels the view), or
+    Starlette's ClientDisconnect (receive() said http.disconnect before the
+    body was whole: a cancelled upload). Such an exception is routine once
+    the client has gone; uvicorn logs the last one, which is only noise."""
+    if isinstance(exc, (OSError, asyncio.CancelledError)):
+        return True
+    starlette = sys.modules.get("starlette.requests")
+    cls = getattr(starlette, "ClientDisconnect", None)
+    return cls is not None and isinstance(exc, cls)
 
 
 class _Exchange:
@@ -199,7 +215,7 @@ class _Exchange:
             # A client that left is routine (uvicorn logs nothing either):
             # frameworks re-raise send()'s ClientDisconnected, sometimes
             # wrapped in an exception group by anyio task groups.
-            if not (_client_left(e) or (self.gone() and isinstance(e, (OSError, asyncio.CancelledError)))):
+            if not (_client_left(e) or (self.gone() and _departure(e))):
                 logs.error(
                     "error in ASGI app while serving %s\n%s"
                     % (self.what(), "".join(traceback.format_exception(type(e), e, e.__traceback__)))
@@ -404,7 +420,15 @@ class _Conn(_Exchange):
 
     async def send(self, message):
         if self.disconnected:
-            raise ClientDisconnected("client disconnected")
+            # The client is gone. A body chunk with more to come raises, as
+            # ASGI 2.4 asks, so a stream stops being produced; a message that
+            # starts or completes the response is dropped quietly, as under
+            # uvicorn: raising there would only undo work the app has done
+            # (Starlette skips its background tasks, FastAPI's yield
+            # dependencies roll back their transaction).
+            if message.get("more_body", False) and message.get("type") == "http.response.body":
+                raise ClientDisconnected("client disconnected")
+            return
         kind = message["type"]
         if kind == "http.response.body":
             if not self.started:

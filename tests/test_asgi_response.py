@@ -1,15 +1,17 @@
 """send(): response start/body, streaming, pathsend, early hints, trailers."""
 
 import hashlib
+import http.client
 import os
 import socket
 import time
 import uuid
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 
-from conftest import dechunk, held_back_at, raw_request, read_first_chunk_and_close, wait_until
+from conftest import dechunk, h2_frames, held_back_at, raw_request, read_first_chunk_and_close, wait_until
 
 
 def read_events(server, ident):
@@ -232,6 +234,37 @@ def test_send_after_client_left_raises_oserror(asgi_server):
     assert "timeout" not in evs
 
 
+def _leave_early(port, target, after=0.1):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        time.sleep(after)
+
+
+def test_response_after_client_left_is_dropped_quietly(asgi_server):
+    """send() of a response's start and last body after the client left
+    returns quietly, as under uvicorn: raising there would only undo work
+    the app has done (Starlette then skips its background tasks, FastAPI's
+    yield dependencies roll back). Only a chunk with more to come raises
+    (test_send_after_client_left_raises_oserror)."""
+    ident = uuid.uuid4().hex[:12]
+    _leave_early(asgi_server.port, f"/late-answer?id={ident}&t=0.5")
+    evs = wait_until(lambda: read_events(asgi_server, ident), 5.0, interval=0.1,
+                     message="the app to finish after its client left")
+    assert evs == ["background-ran"], evs
+
+
+def test_app_error_after_client_left_is_logged(asgi_server):
+    """An app that fails after its client left (and whose framework then
+    sends an error page to nobody) gets its traceback logged, as under
+    uvicorn: the departure does not hide a real error."""
+    ident = uuid.uuid4().hex[:12]
+    mark = asgi_server.log_mark()
+    _leave_early(asgi_server.port, f"/late-answer?id={ident}&t=0.5&raise=1")
+    log = asgi_server.wait_for_log(f"late-answer-error-{ident}", since=mark)
+    assert "ValueError" in log and "Traceback" in log, log[-2000:]
+    assert read_events(asgi_server, ident) == []
+
+
 # ---------------------------------------------------------------- pathsend
 
 
@@ -255,6 +288,68 @@ def test_pathsend_small_file_h2c(asgi_server, tmp_path):
         r = c.get(asgi_server.url("/pathsend"), params={"path": str(path)})
     assert r.status_code == 200
     assert r.content == b"small file \xe2\x98\x83\n"
+
+
+def test_pathsend_file_deleted_as_send_returns(asgi_server, tmp_path):
+    """Starlette's FileResponse(path, background=BackgroundTask(os.unlink,
+    path)) deletes the file as soon as send() returns: the driver opened it
+    in send(), so the whole file is still served (as under uvicorn, where
+    Starlette reads it itself before the task runs)."""
+    for i in range(5):
+        data = os.urandom(300_000 + i)
+        path = tmp_path / f"gone{i}.bin"
+        path.write_bytes(data)
+        r = httpx.get(asgi_server.url("/pathsend"), params={"path": str(path), "then": "unlink"}, timeout=30)
+        assert r.status_code == 200 and r.content == data
+        assert not path.exists()
+
+
+@pytest.mark.parametrize("what,error", [("missing", "FileNotFoundError"), ("directory", "IsADirectoryError")])
+def test_pathsend_of_what_cannot_be_sent_raises_in_send(asgi_server, tmp_path, what, error):
+    """send() raises (the app sees why) while the response can still be a
+    clean 500, and the traceback is logged."""
+    ident = uuid.uuid4().hex[:12]
+    path = tmp_path / "nothing-here" if what == "missing" else tmp_path
+    mark = asgi_server.log_mark()
+    r = httpx.get(asgi_server.url("/pathsend"), params={"path": str(path), "id": ident}, timeout=10)
+    assert r.status_code == 500
+    assert read_events(asgi_server, ident) == [f"pathsend-error:{error}"]
+    asgi_server.wait_for_log(error, "pathsend", since=mark)
+    assert httpx.get(asgi_server.url("/hello"), timeout=10).text == "hello asgi"
+
+
+@pytest.mark.parametrize("when", ["append", "then"], ids=["before-send", "after-send"])
+def test_pathsend_file_grown_after_its_length_was_taken(asgi_server, tmp_path, when):
+    """The app declares the size it read (as Starlette does), then the file
+    grows: exactly that many bytes go out, so the next response on the
+    connection is that response, not the file's tail."""
+    path = tmp_path / "log.txt"
+    path.write_bytes(b"F" * 50_000)
+    grow = {"append": "50000"} if when == "append" else {"then": "append:50000"}
+    conn = http.client.HTTPConnection("127.0.0.1", asgi_server.port, timeout=10)
+    try:
+        conn.request("GET", "/pathsend?" + urlencode({"path": str(path), "cl": "50000", **grow}))
+        r = conn.getresponse()
+        assert r.status == 200 and r.read() == b"F" * 50_000
+        conn.request("GET", "/hello")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read() == b"hello asgi"
+    finally:
+        conn.close()
+
+
+def test_pathsend_file_shorter_than_content_length_is_cut_off(asgi_server, tmp_path):
+    """A declared length the file does not have: the client sees truncation
+    (HTTP/2: a reset stream), never a short response that looks whole."""
+    path = tmp_path / "short.bin"
+    path.write_bytes(b"s" * 1000)
+    target = "/pathsend?" + urlencode({"path": str(path), "cl": "5000"})
+    mark = asgi_server.log_mark()
+    resp = raw_request(asgi_server.port, f"GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode())
+    assert resp.status == 200 and resp.body == b"s" * 1000 and not resp.complete
+    frames = [f for f in h2_frames(asgi_server.port, target) if f.stream == 1]
+    assert not any(f.end_stream for f in frames) and frames[-1].type == "RST_STREAM", frames
+    asgi_server.wait_for_log("pathsend", "cut off", since=mark)
 
 
 # ---------------------------------------------------------------- early hints

@@ -20,6 +20,7 @@ import contextvars
 import gc
 import hashlib
 import json
+import os
 import sys
 import time
 from urllib.parse import parse_qs
@@ -236,6 +237,28 @@ async def watch(scope, receive, send):
             task.cancel()
 
 
+async def late_answer(scope, receive, send):
+    """Answer after ?t= seconds (the client may have left by then), then
+    run "background work" as Starlette does after its response; with
+    ?raise=1 fail first, and send an error page as Starlette's
+    ServerErrorMiddleware does, then re-raise."""
+    q = qs(scope)
+    ident = q.get("id", "-")
+    await asyncio.sleep(float(q.get("t", "0.5")))
+    try:
+        try:
+            if q.get("raise") == "1":
+                raise ValueError("late-answer-error-" + ident)
+            await respond(send, 200, b"late")
+        except ValueError:
+            await respond(send, 500, b"Internal Server Error")
+            raise
+    except OSError as e:
+        record(ident, "send-error:%s" % type(e).__name__)
+        raise
+    record(ident, "background-ran")
+
+
 async def receive_after_response(scope, receive, send):
     """A background task awaits receive() after the body; the response is then
     completed and the app waits (bounded) for that task, which must get
@@ -277,10 +300,31 @@ async def events(scope, receive, send):
 
 
 async def pathsend(scope, receive, send):
-    path = qs(scope)["path"]
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/octet-stream")]})
-    await send({"type": "http.response.pathsend", "path": path})
+    """Serve ?path= with pathsend. ?cl=N declares Content-Length N; after
+    send() returns, ?then=unlink deletes the file (Starlette's
+    FileResponse(background=...unlink)), ?then=append:N appends N bytes;
+    ?append=N appends N bytes before send() (the file grew after the app
+    read its size). What send() raised is recorded (?id=)."""
+    q = qs(scope)
+    path = q["path"]
+    headers = [(b"content-type", b"application/octet-stream")]
+    if "cl" in q:
+        headers.append((b"content-length", q["cl"].encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if "append" in q:
+        with open(path, "ab") as f:
+            f.write(b"G" * int(q["append"]))
+    try:
+        await send({"type": "http.response.pathsend", "path": path})
+    except OSError as e:
+        record(q.get("id", "-"), "pathsend-error:%s" % type(e).__name__)
+        raise
+    then = q.get("then", "")
+    if then == "unlink":
+        os.unlink(path)
+    elif then.startswith("append:"):
+        with open(path, "ab") as f:
+            f.write(b"G" * int(then[7:]))
 
 
 async def early_hint(scope, receive, send):
@@ -561,6 +605,7 @@ ROUTES = {
     "/respond-then-block": respond_then_block,
     "/watch": watch,
     "/events": events,
+    "/late-answer": late_answer,
     "/receive-after-response": receive_after_response,
     "/receive-first-after-response": receive_first_after_response,
     "/pathsend": pathsend,
