@@ -642,6 +642,9 @@ func appendScope(b []byte, r *http.Request) []byte {
 		b = field(b, "transfer-encoding")
 		b = field(b, te)
 	}
+	if len(r.Trailer) > 0 { // and Trailer too
+		b = field(field(b, "trailer"), trailerNames(r))
+	}
 	if !fwd.omit {
 		b = field(field(b, "x-forwarded-for"), fwd.xff)
 		b = field(field(b, "x-forwarded-proto"), fwd.proto)

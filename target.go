@@ -34,7 +34,36 @@ func requestTarget(r *http.Request) target {
 	if strings.IndexByte(t.uri, '#') >= 0 {
 		t.dropFragment()
 	}
+	t.query = escapeNonASCII(t.query)
 	return t
+}
+
+// escapeNonASCII percent-encodes the bytes of a query string that are not
+// ASCII. Go accepts them raw in the request target, where RFC 9112 allows
+// none (behind Caddy, gunicorn and uvicorn answer 400); an app decoding the
+// query as UTF-8 (Werkzeug, Starlette) would fail on an invalid byte with a
+// 500. Encoded, the query means what it meant (the ASGI spec has query_string
+// percent-encoded), as Go encodes such bytes in the path it hands on.
+func escapeNonASCII(q string) string {
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] >= 0x80 {
+			n++
+		}
+	}
+	if n == 0 {
+		return q
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(q)+2*n)
+	for i := 0; i < len(q); i++ {
+		if c := q[i]; c >= 0x80 {
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		} else {
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // splitScriptName returns (SCRIPT_NAME, PATH_INFO) from the original and the

@@ -43,6 +43,8 @@ func TestRequestTarget(t *testing.T) {
 		{"/f%23x", "", "", "/f#x", "", "/f%23x"},
 		{"/f%23x#y", "", "", "/f#x", "", "/f%23x"},
 		{"/api/f#frag", "/api", "/api", "/f", "", "/api/f"},
+		// Raw non-ASCII bytes in the query are percent-encoded, the rest kept.
+		{"/q?b=\xc3\xa9&c=\xff&d=%C3%A9+x", "", "", "/q", "b=%C3%A9&c=%FF&d=%C3%A9+x", "/q"},
 	} {
 		r := served(t, tc.raw, tc.prefix)
 		tg := requestTarget(r)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -269,6 +270,9 @@ func appendEnviron(b []byte, r *http.Request) []byte {
 		// header the client sent (apps test it to see that a body comes).
 		b = pair(b, "HTTP_TRANSFER_ENCODING", strings.Join(r.TransferEncoding, ","))
 	}
+	if len(r.Trailer) > 0 { // likewise Trailer, into r.Trailer's keys
+		b = pair(b, "HTTP_TRAILER", trailerNames(r))
+	}
 	if !fwd.omit {
 		b = pair(b, "HTTP_X_FORWARDED_FOR", fwd.xff)
 		b = pair(b, "HTTP_X_FORWARDED_PROTO", fwd.proto)
@@ -336,6 +340,17 @@ func headerPair(b []byte, k string, vs []string) []byte {
 		b = append(b, v...)
 	}
 	return b
+}
+
+// trailerNames rebuilds the Trailer header a client sent, which Go's server
+// takes out of r.Header and keeps as the (canonical) keys of r.Trailer.
+func trailerNames(r *http.Request) string {
+	names := make([]string, 0, len(r.Trailer))
+	for k := range r.Trailer {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
 }
 
 // serverProtocol is the request's HTTP version, except that a 1.x above 1.1

@@ -102,6 +102,7 @@ class _Input(io.BufferedReader):
 
 
 _BASE = {
+    "SERVER_SOFTWARE": "caddysnake",  # RFC 3875 4.1.17; gunicorn sets its own
     "wsgi.version": (1, 0),
     "wsgi.multithread": True,
     "wsgi.multiprocess": False,

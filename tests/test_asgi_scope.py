@@ -138,6 +138,24 @@ def test_chunked_upload_keeps_transfer_encoding(asgi_server):
     assert header_values(scope, b"transfer-encoding") == [b"chunked"]
 
 
+def test_raw_non_ascii_query_bytes_are_percent_encoded(asgi_server):
+    """The ASGI spec has query_string percent-encoded; Go accepts raw
+    non-ASCII bytes there (behind Caddy, uvicorn answers 400), which would
+    make Starlette's URL() fail to decode them."""
+    scope, _ = raw_scope(asgi_server.port,
+                         b"GET /scope?b=\xc3\xa9&c=\xff HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    assert scope["query_string"] == b"b=%C3%A9&c=%FF"
+
+
+def test_trailer_header_is_kept(asgi_server):
+    """Likewise Trailer (Go keeps it as the keys of r.Trailer)."""
+    scope, _ = raw_scope(asgi_server.port,
+                         b"POST /scope HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                         b"Trailer: X-Checksum\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n"
+                         b"X-Checksum: abc\r\n\r\n")
+    assert header_values(scope, b"trailer") == [b"X-Checksum"]
+
+
 def test_duplicate_headers_kept_in_order(asgi_server):
     scope, _ = raw_scope(asgi_server.port,
                          b"GET /scope HTTP/1.1\r\nHost: h\r\nX-Dup: one\r\nX-Other: o\r\nX-Dup: two\r\n"

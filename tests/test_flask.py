@@ -1,6 +1,7 @@
 """A real Flask app: JSON, forms, multipart uploads, streaming, errors, url_for."""
 
 import hashlib
+import json
 import random
 import time
 import uuid
@@ -8,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import APPS_DIR, python_block
+from conftest import APPS_DIR, python_block, raw_request
 
 FLASK_DIR = APPS_DIR / "flask_app"
 
@@ -53,6 +54,16 @@ def test_bad_json_is_400(flask_server):
     r = httpx.post(flask_server.url("/json"), content=b"{not json",
                    headers={"Content-Type": "application/json"}, timeout=10)
     assert r.status_code == 400
+
+
+def test_raw_non_ascii_query_bytes(flask_server):
+    """Raw bytes in the query (bots send them) reach Flask percent-encoded:
+    request.args decodes them (Werkzeug keeps an invalid byte quoted)
+    instead of failing with a 500 and a traceback."""
+    resp = raw_request(flask_server.port, b"POST /form?q=caf\xc3\xa9&bad=\xff HTTP/1.1\r\nHost: h\r\n"
+                                          b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+    assert resp.status == 200, resp.raw[:1000]
+    assert json.loads(resp.body)["args"] == {"q": ["caf\u00e9"], "bad": ["%FF"]}
 
 
 def test_form_post(flask_server):

@@ -99,6 +99,17 @@ def test_query_string_raw_not_decoded(raw_server):
     assert env["PATH_INFO"] == "/env"
 
 
+def test_query_string_raw_non_ascii_bytes_are_percent_encoded(raw_server):
+    """Go accepts raw non-ASCII bytes in the target (behind Caddy, gunicorn
+    answers 400); QUERY_STRING gets them percent-encoded, so an app decoding
+    it as UTF-8 (Werkzeug) cannot fail on an invalid byte. REQUEST_URI stays
+    as sent."""
+    env = raw_env(raw_server.port,
+                  b"GET /env?b=\xc3\xa9&c=\xff&d=%C3%A9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")["environ"]
+    assert env["QUERY_STRING"] == "b=%C3%A9&c=%FF&d=%C3%A9"
+    assert env["REQUEST_URI"] == "/env?b=\xc3\xa9&c=\xff&d=%C3%A9"
+
+
 @pytest.mark.parametrize("target, path, query", [
     ("/env/f#frag", "/env/f", ""),
     ("/env/f?a=1#frag", "/env/f", "a=1"),
@@ -149,6 +160,22 @@ def test_chunked_body_input_terminated(raw_server):
     # Go takes Transfer-Encoding out of the request headers; PEP 3333 wants
     # it (gunicorn passes it, and apps test it to see that a body comes).
     assert data["environ"]["HTTP_TRANSFER_ENCODING"] == "chunked"
+
+
+def test_trailer_header_reaches_the_app(raw_server):
+    """Go moves the Trailer header out of the request headers too; gunicorn
+    passes it as HTTP_TRAILER."""
+    env = raw_env(raw_server.port,
+                  b"POST /env HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                  b"Trailer: X-Checksum\r\nConnection: close\r\n\r\n"
+                  b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n")["environ"]
+    assert env["HTTP_TRAILER"] == "X-Checksum"
+    assert "HTTP_TRAILER" not in get_env(raw_server.url("/env"))["environ"]
+
+
+def test_server_software(raw_server):
+    """RFC 3875 4.1.17 (gunicorn sets its own name)."""
+    assert get_env(raw_server.url("/env"))["environ"]["SERVER_SOFTWARE"] == "caddysnake"
 
 
 # ---------------------------------------------------------------- protocol / client
