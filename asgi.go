@@ -80,10 +80,12 @@ type asgiCmd struct {
 	body   []byte
 	more   bool // more_body / more_trailers / trailers announced, or "failed" for cmdDone
 	now    bool // cmdStart: send the headers now (C's CS_START_NOW)
-	size   int  // cmdWantBody on a WebSocket: bytes of the status messages received; cmdPathsend: the file's
+	size   int  // cmdWantBody on a WebSocket: bytes of the status messages received
 	path   string
 	ref    pyRef
-	file   *os.File // cmdPathsend: the file the driver opened; Go's to close (sendFile, dropCmd)
+	// cmdPathsend: the file the driver opened in send(), Go's to close
+	// (sendFile, dropCmd); size is its size when opened.
+	file *os.File
 }
 
 // pyRef is a reference to a Python object that Go holds and must hand back
