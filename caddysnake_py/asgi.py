@@ -237,9 +237,16 @@ class _Exchange:
             w.set_result(None)
 
     def _wait(self):
-        if self.waiter is None:
-            self.waiter = _loop.create_future()
-        return self.waiter
+        """What a receive() waits on for the next event: one future for all
+        the waiting receive()s, each awaiting it through a shield, so that
+        one which is cancelled (a wait_for() timeout, a task group winding
+        down: sse-starlette checks is_disconnected() while it also listens
+        for the disconnect) neither cancels the others' wait nor leaves a
+        cancelled future for the next receive(), as under uvicorn."""
+        w = self.waiter
+        if w is None or w.done():
+            w = self.waiter = _loop.create_future()
+        return asyncio.shield(w)
 
     def _sent(self, n=1, error=None):
         """Go wrote the n oldest queued messages; with an error, none of the
@@ -270,9 +277,9 @@ class _Exchange:
         """Wait for Go's next acknowledgement; raise if message number mine
         will never be written (one that was is not failed by a later error)."""
         if self.send_error is None:
-            if self.drained is None:
+            if self.drained is None or self.drained.done():
                 self.drained = _loop.create_future()
-            await self.drained
+            await asyncio.shield(self.drained)  # as _wait: one cancelled send() spoils no other
         if self.send_error is not None and self.taken < mine:
             raise self.send_error
 

@@ -170,6 +170,20 @@ def test_disconnect_mid_response_gives_http_disconnect(asgi_server):
     assert httpx.get(asgi_server.url("/hello"), timeout=10).text == "hello asgi"
 
 
+def test_a_cancelled_receive_spoils_no_other(asgi_server):
+    """A receive() cancelled by wait_for()'s timeout while another task waits
+    in receive() too (sse-starlette checks is_disconnected() while listening
+    for the disconnect): the other keeps waiting and gets http.disconnect
+    once the response is complete; the next receive() waits again (a
+    timeout), instead of raising CancelledError at once."""
+    ident = uuid.uuid4().hex[:12]
+    r = httpx.get(asgi_server.url(f"/receive-cancel?id={ident}"), timeout=10)
+    assert r.status_code == 200
+    assert r.json() == {"first": "timeout", "second": "timeout", "other_cancelled": False}
+    evs = wait_until(lambda: read_events(asgi_server, ident), 5.0, message="the other receive() to return")
+    assert evs == ["other:http.disconnect"]
+
+
 def test_receive_returns_disconnect_after_response_complete(asgi_server):
     ident = uuid.uuid4().hex[:12]
     r = httpx.get(asgi_server.url(f"/receive-after-response?id={ident}"), timeout=10)

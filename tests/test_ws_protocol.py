@@ -435,6 +435,24 @@ def test_send_after_client_close_raises_oserror(ws_server):
     assert "receive-again:websocket.disconnect:1000" in evs, evs
 
 
+def test_a_receive_given_up_after_a_timeout_spoils_not_the_next(ws_server):
+    """wait_for(receive(), timeout) that times out (an idle check) leaves
+    the next receive() waiting for the client's message, as under uvicorn:
+    not raising CancelledError at once (which closed the socket with 1011)."""
+    i = ident()
+
+    async def go():
+        async with connect(ws_server, f"/idle-timeout?id={i}") as ws:
+            assert await asyncio.wait_for(ws.recv(), 5) == "go"
+            await ws.send("hello")
+            assert await asyncio.wait_for(ws.recv(), 5) == "got:hello"
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1000
+    run(go())
+    assert events(ws_server, i) == ["timeout"]
+
+
 def test_burst_of_messages_arrives_in_order(ws_server):
     """500 messages sent without waiting (more than the bridge's read-ahead)."""
     async def go():

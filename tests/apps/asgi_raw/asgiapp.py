@@ -259,6 +259,30 @@ async def late_answer(scope, receive, send):
     record(ident, "background-ran")
 
 
+async def receive_cancel(scope, receive, send):
+    """A receive() cancelled by a timeout while another one waits too: the
+    other must go on waiting (and get http.disconnect once the response is
+    complete), and the next receive() must wait again, not raise
+    CancelledError at once."""
+    await receive()  # the (empty) body
+    other = asyncio.ensure_future(receive())
+    await asyncio.sleep(0)
+    outcome = {}
+    for name in ("first", "second"):
+        try:
+            await asyncio.wait_for(receive(), 0.1)
+            outcome[name] = "returned"
+        except asyncio.TimeoutError:
+            outcome[name] = "timeout"
+        except asyncio.CancelledError:
+            outcome[name] = "cancelled"
+    outcome["other_cancelled"] = other.cancelled()
+    await respond_json(send, outcome)
+    if not other.cancelled():
+        msg = await asyncio.wait_for(other, 5)
+        record(qs(scope).get("id", "-"), "other:" + msg["type"])
+
+
 async def receive_after_response(scope, receive, send):
     """A background task awaits receive() after the body; the response is then
     completed and the app waits (bounded) for that task, which must get
@@ -606,6 +630,7 @@ ROUTES = {
     "/watch": watch,
     "/events": events,
     "/late-answer": late_answer,
+    "/receive-cancel": receive_cancel,
     "/receive-after-response": receive_after_response,
     "/receive-first-after-response": receive_first_after_response,
     "/pathsend": pathsend,

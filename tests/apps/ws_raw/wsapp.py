@@ -269,6 +269,21 @@ async def ws_app(scope, receive, send):
             await asyncio.sleep(0.25)
         record(ident, "received:%d:%d" % (n, nbytes))
 
+    elif path == "/idle-timeout":
+        # A receive() given up after a timeout (no message yet) must not
+        # spoil the next one: it gets the client's message.
+        await connect(receive)
+        await accept(send)
+        try:
+            await asyncio.wait_for(receive(), 0.2)
+            record(ident, "early")
+        except asyncio.TimeoutError:
+            record(ident, "timeout")
+        await send({"type": "websocket.send", "text": "go"})
+        msg = await asyncio.wait_for(receive(), 5)
+        await send({"type": "websocket.send", "text": "got:" + msg.get("text", "?")})
+        await send({"type": "websocket.close", "code": 1000})
+
     elif path == "/send-after-close":
         await connect(receive)
         await accept(send)
