@@ -3,6 +3,7 @@ package caddysnake
 import (
 	"net/http"
 	"net/url"
+	pathpkg "path"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -70,11 +71,43 @@ func escapeNonASCII(q string) string {
 // current path. When handle_path or `uri strip_prefix` removed a prefix, the
 // original path ends with the current one and the removed prefix is
 // SCRIPT_NAME, so url_for() and friends keep generating prefixed URLs.
+// Caddy strips the prefix from a cleaned path: for "/app/a/%2e%2e/b",
+// "/app//x" or "/app/./x" handle_path leaves "/b", "/x", "/x", and what
+// precedes them in the original path ("/app/a/..", "/app/", "/app/.") is
+// not where the app is mounted (url_for would build "/app/a/../static" or
+// "/app//static"); the cleaned original path says "/app". CGI's
+// SCRIPT_NAME has no dot segments and no trailing "/".
 func splitScriptName(orig, path string) (string, string) {
-	if len(orig) > len(path) && strings.HasSuffix(orig, path) && (path == "" || path[0] == '/') {
-		return orig[:len(orig)-len(path)], path
+	script, ok := prefixOf(orig, path)
+	if ok && isCleanScript(script) {
+		return script, path // the usual case
+	}
+	if s, ok := prefixOf(cleanPath(orig), path); ok && isCleanScript(s) {
+		return s, path
 	}
 	return "", path
+}
+
+// prefixOf returns what precedes path in orig, if orig ends with it.
+func prefixOf(orig, path string) (string, bool) {
+	if len(orig) > len(path) && strings.HasSuffix(orig, path) && (path == "" || path[0] == '/') {
+		return orig[:len(orig)-len(path)], true
+	}
+	return "", false
+}
+
+func isCleanScript(s string) bool {
+	return !strings.HasSuffix(s, "/") && !strings.Contains(s, "/./") && !strings.HasSuffix(s, "/.") &&
+		!strings.Contains(s, "/../") && !strings.HasSuffix(s, "/..") && !strings.Contains(s, "//")
+}
+
+// cleanPath is path.Clean keeping a trailing slash.
+func cleanPath(p string) string {
+	c := pathpkg.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 // dropFragment removes a "#fragment" the client sent in the target. RFC 9112

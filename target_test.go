@@ -43,6 +43,13 @@ func TestRequestTarget(t *testing.T) {
 		{"/f%23x", "", "", "/f#x", "", "/f%23x"},
 		{"/f%23x#y", "", "", "/f#x", "", "/f%23x"},
 		{"/api/f#frag", "/api", "/api", "/f", "", "/api/f"},
+		// Paths Caddy cleans before handle_path strips its prefix: SCRIPT_NAME
+		// is the mount point, without dot segments or a trailing slash.
+		{"/app/a/%2e%2e/b", "/app", "/app", "/b", "", "/app/a/%2e%2e/b"},
+		{"/app//x", "/app", "/app", "/x", "", "/app//x"},
+		{"/app/./x", "/app", "/app", "/x", "", "/app/./x"},
+		{"/app/x/a/%2e%2e/b", "/app", "/app", "/x/b", "", "/app/x/a/%2e%2e/b"},
+		{"/app/.well-known/x", "/app/.well-known", "/app/.well-known", "/x", "", "/app/.well-known/x"},
 		// Raw non-ASCII bytes in the query are percent-encoded, the rest kept.
 		{"/q?b=\xc3\xa9&c=\xff&d=%C3%A9+x", "", "", "/q", "b=%C3%A9&c=%FF&d=%C3%A9+x", "/q"},
 	} {

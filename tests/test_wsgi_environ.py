@@ -319,6 +319,17 @@ def test_script_name_handle_path_encoded(prefix_server):
     assert env["PATH_INFO"] == "/caf\xc3\xa9"
 
 
+@pytest.mark.parametrize("target,path", [("/prefix/env/a/%2e%2e/b", "/env/b"), ("/prefix//env/x", "/env/x"),
+                                         ("/prefix/./env/x", "/env/x")])
+def test_script_name_of_a_path_caddy_cleaned(prefix_server, target, path):
+    """Caddy cleans such a path before handle_path strips the prefix; the
+    app is still mounted at /prefix, not at "/prefix/env/a/.." or
+    "/prefix/" (from which url_for would build "/prefix//static")."""
+    env = raw_env(prefix_server.port,
+                  f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())["environ"]
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/prefix", path)
+
+
 def test_script_name_uri_strip_prefix(strip_server):
     env = get_env(strip_server.url("/strip/env/y?z=2"))["environ"]
     assert env["SCRIPT_NAME"] == "/strip"
