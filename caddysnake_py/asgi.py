@@ -116,14 +116,21 @@ def _start_task(coro):
     (measured on the driver alone: ~1 µs less per request, a fifth of its
     Python).
     The task is current during that step, as in any task, so anyio and
-    asyncio.current_task() work. An app's own task factory is respected."""
-    if _EAGER and _loop.get_task_factory() is None:
-        asyncio.Task(coro, loop=_loop, eager_start=True)
-    else:
+    asyncio.current_task() work. An app's own task factory is respected.
+    Every request's task has the same name: before 3.12 a task given none
+    formats "Task-<n>" as it is made (uvloop's create_task names it only
+    after that), one string per request nobody reads (~0.3-0.4 µs of a
+    task's ~1.7 µs, on uvloop and 3.11)."""
+    if _loop.get_task_factory() is not None:
         _loop.create_task(coro)
+    elif _EAGER:
+        asyncio.Task(coro, loop=_loop, eager_start=True, name=_TASK_NAME)
+    else:
+        asyncio.Task(coro, loop=_loop, name=_TASK_NAME)
 
 
 _EAGER = sys.version_info >= (3, 12)  # Task(eager_start=...) is new in 3.12
+_TASK_NAME = "caddysnake-request"
 
 _flush_scheduled = False
 
