@@ -96,9 +96,10 @@ func prefixOf(orig, path string) (string, bool) {
 	return "", false
 }
 
+// isCleanScript: no dot segments, no "//", no trailing "/" (path.Clean
+// returns a clean path as it is, without allocating).
 func isCleanScript(s string) bool {
-	return !strings.HasSuffix(s, "/") && !strings.Contains(s, "/./") && !strings.HasSuffix(s, "/.") &&
-		!strings.Contains(s, "/../") && !strings.HasSuffix(s, "/..") && !strings.Contains(s, "//")
+	return s != "/" && pathpkg.Clean(s) == s
 }
 
 // cleanPath is path.Clean keeping a trailing slash.

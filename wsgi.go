@@ -221,7 +221,7 @@ func (w *worker) serve(ts C.cs_tstate, rq *request) {
 		rq.stream.stop()
 		rq.streaming = false
 	}
-	if rq.status != 0 && !rq.aborted && rq.body.short(rq.r, rq.status) {
+	if !rq.aborted && rq.body.short(rq.r, rq.status) { // (false before a status: no body allowed)
 		// As reverse_proxy treats a short upstream body: the client gets
 		// what was sent, then sees truncation (HTTP/2: a reset stream; Go's
 		// HTTP/1 server closes the connection), not a response that ends as
