@@ -613,7 +613,7 @@ func acceptsTrailers(r *http.Request) bool {
 }
 
 // appendScope packs the HTTP scope as [u32 len][bytes] fields in the order
-// caddysnake_py.asgi.Runner.http_scope reads them: method, scheme,
+// caddysnake.c's http_scope reads them: method, scheme,
 // http_version, path, raw_path, query_string, root_path, client host/port,
 // server host/port, tls version, cipher suite, client cert chain (PEM),
 // client cert name; then (lowercased name, value) header pairs: host first

@@ -9,7 +9,7 @@ import (
 	"unsafe"
 )
 
-// scopeFields splits appendScope's packing as caddysnake.c's scope_fields does.
+// scopeFields splits appendScope's packing as caddysnake.c's http_scope does.
 func scopeFields(t *testing.T, b []byte) []string {
 	t.Helper()
 	var out []string

@@ -1238,40 +1238,291 @@ static PyObject *mod_asgi_on_flush_due(PyObject *self, PyObject *cb) {
     Py_RETURN_NONE;
 }
 
-/* Split a packed scope buffer ([u32 len][bytes]...) into a tuple of bytes.
- * GIL: held. owns: new reference or NULL. */
-static PyObject *scope_fields(const char *p, size_t len) {
-    const char *end = p + len;
-    Py_ssize_t count = 0;
-    for (const char *q = p; end - q >= 4;) {
-        uint32_t n;
-        memcpy(&n, q, 4);
-        q += 4 + n;
-        count++;
-    }
-    PyObject *t = PyTuple_New(count);
-    for (Py_ssize_t i = 0; t != NULL && i < count; i++) {
-        uint32_t n;
-        memcpy(&n, p, 4);
-        if ((size_t)(end - p - 4) < n) {
-            Py_DECREF(t);
-            PyErr_SetString(PyExc_SystemError, "corrupt scope buffer from Go");
-            return NULL;
+/* The HTTP scope of a request, built here on the loop thread from the fields
+ * Go packed (asgi.go appendScope): in Python it was a quarter of the loop's
+ * own time per raw ASGI request. Its keys and constant values are made once
+ * (scope_consts_init) and kept for the life of the process; a WebSocket
+ * scope starts as this one (caddysnake_py.asgi.Runner.ws_scope). */
+static struct {
+    PyObject *type, *asgi, *http_version, *method, *scheme, *path, *raw_path, *query_string,
+        *root_path, *headers, *client, *server, *state, *extensions;
+    PyObject *http, *https, *v10, *v11, *get, *post, *asgi_version;
+    PyObject *pathsend, *early_hint, *trailers, *tls;
+    PyObject *server_cert, *client_cert_chain, *client_cert_name, *client_cert_error,
+        *tls_version, *cipher_suite;
+} K;
+
+/* GIL: held. owns: the interned strings and values of K, never freed. */
+static int scope_consts_init(void) {
+    static const struct {
+        PyObject **slot;
+        const char *text;
+    } strs[] = {
+        {&K.type, "type"}, {&K.asgi, "asgi"}, {&K.http_version, "http_version"},
+        {&K.method, "method"}, {&K.scheme, "scheme"}, {&K.path, "path"},
+        {&K.raw_path, "raw_path"}, {&K.query_string, "query_string"},
+        {&K.root_path, "root_path"}, {&K.headers, "headers"}, {&K.client, "client"},
+        {&K.server, "server"}, {&K.state, "state"}, {&K.extensions, "extensions"},
+        {&K.http, "http"}, {&K.https, "https"}, {&K.v10, "1.0"}, {&K.v11, "1.1"},
+        {&K.get, "GET"}, {&K.post, "POST"}, {&K.pathsend, "http.response.pathsend"},
+        {&K.early_hint, "http.response.early_hint"}, {&K.trailers, "http.response.trailers"},
+        {&K.tls, "tls"}, {&K.server_cert, "server_cert"},
+        {&K.client_cert_chain, "client_cert_chain"}, {&K.client_cert_name, "client_cert_name"},
+        {&K.client_cert_error, "client_cert_error"}, {&K.tls_version, "tls_version"},
+        {&K.cipher_suite, "cipher_suite"},
+    };
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        if ((*strs[i].slot = PyUnicode_InternFromString(strs[i].text)) == NULL) {
+            return -1;
         }
-        PyObject *b = PyBytes_FromStringAndSize(p + 4, n);
-        if (b == NULL) {
-            Py_DECREF(t);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(t, i, b);
-        p += 4 + n;
     }
+    /* One dict shared by every scope, as the Python driver did. */
+    K.asgi_version = Py_BuildValue("{ssss}", "version", "3.0", "spec_version", "2.4");
+    return K.asgi_version == NULL ? -1 : 0;
+}
+
+typedef struct {
+    const char *p;
+    Py_ssize_t n;
+} field_ref;
+
+/* The next [u32 len][bytes] field of a packed buffer: 1, or 0 at its end, or
+ * -1 (SystemError set) if it is cut short. */
+static int next_packed(const char **p, const char *end, field_ref *f) {
+    uint32_t n;
+    if (*p == end) {
+        return 0;
+    }
+    if (end - *p < 4 || (memcpy(&n, *p, 4), (size_t)(end - *p - 4) < n)) {
+        PyErr_SetString(PyExc_SystemError, "corrupt scope buffer from Go");
+        return -1;
+    }
+    f->p = *p + 4;
+    f->n = (Py_ssize_t)n;
+    *p += 4 + n;
+    return 1;
+}
+
+/* Put value (a new reference, stolen; NULL: a failure already set) in d. */
+static int put(PyObject *d, PyObject *key, PyObject *value) {
+    if (value == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItem(d, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+static PyObject *new_ref(PyObject *o) {
+    Py_INCREF(o);
+    return o;
+}
+
+/* A decimal field Go wrote (a port, a TLS number; empty: 0) as an int. */
+static PyObject *decimal(field_ref f) {
+    long v = 0;
+    for (Py_ssize_t i = 0; i < f.n && i < 18; i++) {
+        v = v * 10 + (f.p[i] - '0');
+    }
+    return PyLong_FromLong(v);
+}
+
+static PyObject *latin1(field_ref f) {
+    return PyUnicode_DecodeLatin1(f.p, f.n, NULL);
+}
+
+/* (host, port): host latin-1 as Go formats it, as uvicorn gives it. */
+static PyObject *address(field_ref host, field_ref port) {
+    PyObject *h = latin1(host), *n = h ? decimal(port) : NULL;
+    if (n == NULL) {
+        Py_XDECREF(h);
+        return NULL;
+    }
+    PyObject *t = PyTuple_Pack(2, h, n);
+    Py_DECREF(h);
+    Py_DECREF(n);
     return t;
 }
 
+/* The client's PEM chain (one string of certificates) as the list of
+ * certificates the ASGI tls extension wants, each with its END line. */
+static PyObject *cert_chain(field_ref f) {
+    static const char end_line[] = "-----END CERTIFICATE-----\n";
+    const size_t end_len = sizeof(end_line) - 1;
+    PyObject *list = PyList_New(0);
+    const char *p = f.p, *stop = f.p + f.n;
+    while (list != NULL && p < stop) {
+        const char *e = memmem(p, (size_t)(stop - p), end_line, end_len);
+        PyObject *cert;
+        if (e == NULL) { /* Go ends every certificate so; one that does not gets it */
+            PyObject *rest = PyUnicode_DecodeLatin1(p, stop - p, NULL);
+            cert = rest ? PyUnicode_FromFormat("%U%s", rest, end_line) : NULL;
+            Py_XDECREF(rest);
+            p = stop;
+        } else {
+            e += end_len;
+            cert = PyUnicode_DecodeLatin1(p, e - p, NULL);
+            p = e;
+        }
+        if (cert == NULL || PyList_Append(list, cert) < 0) {
+            Py_CLEAR(list);
+        }
+        Py_XDECREF(cert);
+    }
+    return list;
+}
+
+/* The client certificate's subject name, None without one. */
+static PyObject *cert_name(field_ref f) {
+    return f.n ? PyUnicode_DecodeUTF8(f.p, f.n, "replace") : new_ref(Py_None);
+}
+
+/* The ASGI tls extension from Go's four TLS fields (appendTLS). */
+static PyObject *tls_extension(const field_ref *f) {
+    PyObject *d = PyDict_New();
+    if (d == NULL || put(d, K.server_cert, new_ref(Py_None)) < 0 ||
+        put(d, K.client_cert_chain, cert_chain(f[2])) < 0 ||
+        put(d, K.client_cert_name, cert_name(f[3])) < 0 ||
+        put(d, K.client_cert_error, new_ref(Py_None)) < 0 ||
+        put(d, K.tls_version, decimal(f[0])) < 0 || put(d, K.cipher_suite, decimal(f[1])) < 0) {
+        Py_XDECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* The extensions a request's response may use. */
+static PyObject *extensions(int flags, int http10, const field_ref *tls) {
+    PyObject *ext = PyDict_New();
+    if (ext == NULL || put(ext, K.pathsend, PyDict_New()) < 0 ||
+        (!http10 && put(ext, K.early_hint, PyDict_New()) < 0) ||
+        ((flags & CS_NEW_TRAILERS) && put(ext, K.trailers, PyDict_New()) < 0) ||
+        ((flags & CS_NEW_TLS) && put(ext, K.tls, tls_extension(tls)) < 0)) {
+        Py_XDECREF(ext);
+        return NULL;
+    }
+    return ext;
+}
+
+/* The request headers that follow the fixed fields: a list of (name, value)
+ * bytes pairs, names lowercased by Go. */
+static PyObject *header_pairs(const char *p, const char *end) {
+    PyObject *list = PyList_New(0);
+    field_ref name, value;
+    int rc;
+    while (list != NULL && (rc = next_packed(&p, end, &name)) != 0) {
+        PyObject *pair = NULL;
+        if (rc > 0 && (rc = next_packed(&p, end, &value)) == 0) {
+            PyErr_SetString(PyExc_SystemError, "corrupt scope buffer from Go");
+        }
+        if (rc > 0) {
+            pair = Py_BuildValue("(y#y#)", name.p, name.n, value.p, value.n);
+        }
+        if (pair == NULL || PyList_Append(list, pair) < 0) {
+            Py_CLEAR(list);
+        }
+        Py_XDECREF(pair);
+    }
+    return list;
+}
+
+/* Fields in the order appendScope packs them. */
+enum { F_METHOD, F_SCHEME, F_VERSION, F_PATH, F_RAW_PATH, F_QUERY, F_ROOT, F_CLIENT_HOST,
+       F_CLIENT_PORT, F_SERVER_HOST, F_SERVER_PORT, F_TLS, F_FIXED = F_TLS + 4 };
+
+static int is(field_ref f, const char *s) {
+    return (size_t)f.n == strlen(s) && memcmp(f.p, s, (size_t)f.n) == 0;
+}
+
+/* A field as a str, the usual values shared (no string made per request). */
+static PyObject *method_str(field_ref f) {
+    return is(f, "GET") ? new_ref(K.get) : is(f, "POST") ? new_ref(K.post) : latin1(f);
+}
+
+static PyObject *version_str(field_ref f) {
+    return is(f, "1.1") ? new_ref(K.v11) : is(f, "1.0") ? new_ref(K.v10) : latin1(f);
+}
+
+static PyObject *scheme_str(field_ref f) {
+    return is(f, "http") ? new_ref(K.http) : is(f, "https") ? new_ref(K.https) : latin1(f);
+}
+
+static PyObject *utf8(field_ref f) {
+    return PyUnicode_DecodeUTF8(f.p, f.n, "replace");
+}
+
+static PyObject *bytes(field_ref f) {
+    return PyBytes_FromStringAndSize(f.p, f.n);
+}
+
+/* The HTTP scope of a new request, with a shallow copy of the runner's
+ * lifespan state (Runner.state). GIL: held. owns: returns a new reference,
+ * or NULL with an exception set. */
+static PyObject *http_scope(const char *p, size_t len, int flags, PyObject *runner) {
+    const char *end = p + len;
+    field_ref f[F_FIXED];
+    for (int i = 0; i < F_FIXED; i++) {
+        int rc = next_packed(&p, end, &f[i]);
+        if (rc <= 0) {
+            if (rc == 0) {
+                PyErr_SetString(PyExc_SystemError, "corrupt scope buffer from Go");
+            }
+            return NULL;
+        }
+    }
+    PyObject *state = PyObject_GetAttr(runner, K.state);
+    if (state != NULL && !PyDict_Check(state)) {
+        PyErr_SetString(PyExc_TypeError, "Runner.state must be a dict");
+        Py_CLEAR(state);
+    }
+    /* Each value is made as it is put: put() takes it, so a failure leaves
+     * nothing behind but the scope, dropped whole. */
+    PyObject *scope = state ? PyDict_New() : NULL;
+    if (scope == NULL ||
+        put(scope, K.type, new_ref(K.http)) < 0 ||
+        put(scope, K.asgi, new_ref(K.asgi_version)) < 0 ||
+        put(scope, K.http_version, version_str(f[F_VERSION])) < 0 ||
+        put(scope, K.method, method_str(f[F_METHOD])) < 0 ||
+        put(scope, K.scheme, scheme_str(f[F_SCHEME])) < 0 ||
+        put(scope, K.path, utf8(f[F_PATH])) < 0 ||
+        put(scope, K.raw_path, bytes(f[F_RAW_PATH])) < 0 ||
+        put(scope, K.query_string, bytes(f[F_QUERY])) < 0 ||
+        put(scope, K.root_path, utf8(f[F_ROOT])) < 0 ||
+        put(scope, K.headers, header_pairs(p, end)) < 0 ||
+        put(scope, K.client, address(f[F_CLIENT_HOST], f[F_CLIENT_PORT])) < 0 ||
+        put(scope, K.server, f[F_SERVER_HOST].n ? address(f[F_SERVER_HOST], f[F_SERVER_PORT])
+                                                : new_ref(Py_None)) < 0 ||
+        put(scope, K.state, PyDict_Copy(state)) < 0 ||
+        put(scope, K.extensions, extensions(flags, is(f[F_VERSION], "1.0"), &f[F_TLS])) < 0) {
+        Py_CLEAR(scope);
+    }
+    Py_XDECREF(state);
+    return scope;
+}
+
+/* A new request's scope; should it fail (no memory), the exception instead,
+ * raised by the request's task (a 500, logged), so that one request's
+ * failure loses no other event of the batch. GIL: held. owns: new ref. */
+static PyObject *scope_or_error(const cs_event *e) {
+    PyObject *scope = http_scope(e->data, e->len, e->flags, (PyObject *)e->app);
+    if (scope == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (value != NULL && tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        scope = value;
+    }
+    return scope;
+}
+
 /* asgi_take() -> list of (kind, handle, app, flags, data) for every queued
- * event: one call for a whole batch. data is a tuple of bytes fields for
- * CS_EV_NEW, bytes for CS_EV_BODY / CS_EV_WS_MSG / a close reason, else None.
+ * event: one call for a whole batch. data is the scope dict for CS_EV_NEW
+ * (or the exception that kept it from being made), bytes for CS_EV_BODY /
+ * CS_EV_WS_MSG / a close reason, else None.
  * GIL: held in/out. owns: every taken event's data (freed here) and handed
  * reference (dropped here). */
 static PyObject *mod_asgi_take(PyObject *self, PyObject *unused) {
@@ -1291,7 +1542,7 @@ static PyObject *mod_asgi_take(PyObject *self, PyObject *unused) {
                     data = NULL;
                 }
             } else if (e->kind == CS_EV_NEW) {
-                data = scope_fields(e->data, e->len);
+                data = scope_or_error(e);
             } else if (e->kind == CS_EV_BODY || e->kind == CS_EV_WS_MSG ||
                        (e->kind == CS_EV_DISCONNECT && e->data != NULL)) {
                 data = PyBytes_FromStringAndSize(e->data, (Py_ssize_t)e->len);
@@ -1354,7 +1605,7 @@ static int add_object(PyObject *m, const char *name, PyObject *o) {
 }
 
 static PyObject *PyInit__caddysnake(void) {
-    if (PyType_Ready(&RequestType) < 0) {
+    if (PyType_Ready(&RequestType) < 0 || scope_consts_init() < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&caddysnake_module);

@@ -39,7 +39,8 @@ H_START, H_EARLY_HINT, H_TRAILERS, H_WS_ACCEPT = 1, 2, 3, 4
 WS_SEND, WS_CLOSE = 1, 2
 SIG_WANT_BODY, SIG_DONE, SIG_WS_CREDIT = 1, 2, 3
 
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}  # HTTP and WebSocket spec
+# The HTTP and WebSocket scopes (ASGI 3.0, spec 2.4) are built in C
+# (caddysnake.c http_scope); the lifespan spec has its own version.
 LIFESPAN_VERSION = {"version": "3.0", "spec_version": "2.0"}  # the lifespan spec's own
 LIFESPAN_OFF, LIFESPAN_ON, LIFESPAN_AUTO = 0, 1, 2
 
@@ -212,10 +213,12 @@ class _Exchange:
         self.drained = None  # the future send()s wait on for the next acknowledgement
         self.send_error = None  # set when no queued message will be written
 
-    async def run(self, runner, fields):
+    async def run(self, runner, scope):
         failed = True
         try:
-            self.scope = scope = self.make_scope(runner, fields)
+            if type(scope) is not dict:
+                raise scope  # what kept asgi_take from making it
+            self.scope = scope = self.make_scope(runner, scope)
             await runner.app(scope, self.receive, self.send)
             failed = self.returned()
         except BaseException as e:  # CancelledError and SystemExit included
@@ -337,8 +340,7 @@ class _Conn(_Exchange):
         self.left = -1  # of a large body of known length: bytes not yet received
         self.out_left = None  # of a response with a Content-Length: bytes not yet sent
 
-    def make_scope(self, runner, fields):
-        scope = runner.http_scope(fields, self.flags)
+    def make_scope(self, runner, scope):
         if self.flags & NEW_LARGE_BODY:
             self.left = _content_length(scope["headers"])
         return scope
@@ -532,8 +534,8 @@ class _WSConn(_Exchange):
         self.code = 1006
         self.reason = ""
 
-    def make_scope(self, runner, fields):
-        return runner.ws_scope(fields, self.flags)
+    def make_scope(self, runner, scope):
+        return runner.ws_scope(scope)
 
     def returned(self):
         if self.accepted or self.closed or self.denying:
@@ -669,52 +671,17 @@ class _LifespanFailed(Exception):
 
 
 class Runner:
-    """One loaded ASGI app (per Caddy handler): scopes, lifespan, state."""
+    """One loaded ASGI app (per Caddy handler): lifespan, its state, and
+    WebSocket scopes."""
 
     def __init__(self, app, lifespan):
         self.app = app
         self.lifespan = lifespan  # LIFESPAN_OFF / _ON / _AUTO
-        self.state = {}
+        self.state = {}  # lifespan state: C copies it into every request's scope
         self._startup = self._shutdown = self._queue = None
 
-    def http_scope(self, f, flags):
-        method, scheme, version, path, raw_path, query, root = f[:7]
-        it = iter(f[15:])
-        headers = list(zip(it, it))
-        ext = {"http.response.pathsend": {}}
-        if version != b"1.0":
-            ext["http.response.early_hint"] = {}
-        if flags & NEW_TRAILERS:
-            ext["http.response.trailers"] = {}
-        if flags & NEW_TLS:
-            chain = f[13].decode("latin-1")
-            ext["tls"] = {
-                "server_cert": None,
-                "client_cert_chain": [c + "-----END CERTIFICATE-----\n" for c in chain.split("-----END CERTIFICATE-----\n") if c],
-                "client_cert_name": f[14].decode("utf-8", "replace") or None,
-                "client_cert_error": None,
-                "tls_version": int(f[11]),
-                "cipher_suite": int(f[12]),
-            }
-        return {
-            "type": "http",
-            "asgi": ASGI_VERSION,
-            "http_version": version.decode("latin-1"),
-            "method": method.decode("latin-1"),
-            "scheme": scheme.decode("latin-1"),
-            "path": path.decode("utf-8", "replace"),
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": root.decode("utf-8", "replace"),
-            "headers": headers,
-            "client": (f[7].decode("latin-1"), int(f[8] or 0)),
-            "server": (f[9].decode("latin-1"), int(f[10] or 0)) if f[9] else None,
-            "state": self.state.copy(),
-            "extensions": ext,
-        }
-
-    def ws_scope(self, f, flags):
-        scope = self.http_scope(f, flags)
+    def ws_scope(self, scope):
+        """A WebSocket's scope, from the HTTP scope C built for its request."""
         scope["type"] = "websocket"
         scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
         subprotocols = []

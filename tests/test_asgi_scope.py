@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import ssl
 import subprocess
 
 import httpx
@@ -321,3 +322,63 @@ def test_https_http2(tls_server):
     assert scope["http_version"] == "2"
     assert scope["scheme"] == "https"
     assert isinstance(scope["extensions"]["tls"]["tls_version"], int)
+
+
+@pytest.fixture(scope="module")
+def mtls_server(start_caddy, tmp_path_factory):
+    """HTTPS that asks for (and does not verify) a client certificate; the
+    client presents a leaf and its CA, a chain of two."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        pytest.skip("openssl CLI not available to make test certificates")
+    d = tmp_path_factory.mktemp("asgi-mtls-cert")
+
+    def run(*args):
+        res = subprocess.run([openssl, *args], capture_output=True, text=True, timeout=30, cwd=d)
+        assert res.returncode == 0, res.stderr
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "server.key", "-out", "server.pem", "-days", "2",
+        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1")
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Test CA")
+    run("req", *ec, "-keyout", "client.key", "-out", "client.csr", "-subj", "/O=Snake Test/CN=test-client")
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "client.pem", "-days", "2")
+    (d / "chain.pem").write_text((d / "client.pem").read_text() + (d / "ca.pem").read_text())
+    # No host in the address: a policy for 127.0.0.1 would match only
+    # connections whose SNI names it, and a client gives none for an IP.
+    sites = (f"https://:@PORT@ {{\n\tbind 127.0.0.1\n\ttls {d / 'server.pem'} {d / 'server.key'} {{\n"
+             "\t\tclient_auth {\n\t\t\tmode request\n\t\t}\n\t}\n"
+             + asgi_block("asgiapp:app", ASGI_RAW_DIR) + "\n}\n")
+    # Caddy turns strict_sni_host on with client_auth, and a client that
+    # connects to an IP address sends no SNI.
+    srv = start_caddy("asgi-mtls", sites=sites, global_extra="servers {\n\t\tstrict_sni_host insecure_off\n\t}")
+    srv.base_url = f"https://127.0.0.1:{srv.port}"
+    srv.certs = d
+    yield srv
+    srv.stop()
+
+
+def test_client_certificate_chain_and_name(mtls_server):
+    d = mtls_server.certs
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.load_cert_chain(d / "chain.pem", d / "client.key")
+    with httpx.Client(verify=ctx, timeout=15) as c:
+        r = c.get(f"{mtls_server.base_url}/scope/mtls")
+    assert r.status_code == 200, r.text[:2000]
+    tls = decode_scope_value(r.json()["scope"])["extensions"]["tls"]
+    chain = tls["client_cert_chain"]
+    # One PEM string per certificate, leaf first, each whole with its END line.
+    assert [pem.strip() for pem in chain] == [(d / "client.pem").read_text().strip(),
+                                              (d / "ca.pem").read_text().strip()], chain
+    assert all(pem.endswith("-----END CERTIFICATE-----\n") for pem in chain), chain
+    assert tls["client_cert_name"] == "CN=test-client,O=Snake Test", tls
+    assert tls["client_cert_error"] is None and tls["server_cert"] is None, tls
+
+
+def test_no_client_certificate_has_no_name(mtls_server):
+    with httpx.Client(verify=False, timeout=15) as c:
+        r = c.get(f"{mtls_server.base_url}/scope/anon")
+    tls = decode_scope_value(r.json()["scope"])["extensions"]["tls"]
+    assert tls["client_cert_chain"] == [] and tls["client_cert_name"] is None, tls
