@@ -52,6 +52,9 @@ type asgiRequest struct {
 	// refused: a body read failed before the response began in a way
 	// Caddy answers itself (refusal): ServeHTTP returns this 413 or 400.
 	refused error
+	// The first messages' room in cmds: a response's start and body
+	// usually arrive together, and then cost no allocation.
+	firstCmds [2]asgiCmd
 }
 
 // The app's messages (asgiCmd kinds), as C numbers them (caddysnake.h).
@@ -214,6 +217,7 @@ func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
 	rq := &asgiRequest{w: w, r: r, loop: p.loop, closing: p.closing, cut: p.cut,
 		bodyLeft: r.ContentLength, body: bodyLimit{length: -1}}
 	rq.cmds.ready = make(chan struct{}, 1)
+	rq.cmds.q = rq.firstCmds[:0]
 	rq.handle = requests.add(rq)
 	// Once removed, late messages for this request are dropped on delivery
 	// instead of touching a finished response.

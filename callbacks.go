@@ -115,6 +115,16 @@ var hopByHop = map[string]bool{
 // response, as gunicorn and uvicorn do). A repeated Content-Length is sent
 // once, as the bare number.
 func addAppHeaders(h http.Header, kv []C.cs_str) {
+	// Two allocations per response rather than three per header: the values
+	// are copied into one buffer, and each name's first value gets its
+	// []string cut from one array (capped, so a repeated name appends to a
+	// copy), as Go's own request header reader does.
+	size := 0
+	for i := 1; i < len(kv); i += 2 {
+		size += int(kv[i].n)
+	}
+	buf := make([]byte, 0, size)
+	slots := make([]string, len(kv)/2)
 	server := false
 	for i := 0; i < len(kv); i += 2 {
 		key, val := headerKey(cstr(kv[i])), cstr(kv[i+1])
@@ -137,9 +147,52 @@ func addAppHeaders(h http.Header, kv []C.cs_str) {
 			server = true
 			delete(h, key)
 		}
-		h[key] = append(h[key], strings.Clone(val))
+		// buf never grows (it was sized for every value), so the strings
+		// cut from it stay valid; nothing writes to it afterwards.
+		start := len(buf)
+		buf = append(buf, val...)
+		val = unsafe.String(unsafe.SliceData(buf[start:]), len(val))
+		if len(h[key]) == 0 {
+			slot := slots[i/2 : i/2+1 : i/2+1]
+			slot[0] = val
+			h[key] = slot
+		} else {
+			h[key] = append(h[key], val)
+		}
 	}
 }
+
+// headerKey canonicalizes a header name the app gave, a view of C memory
+// that must not be kept. Go returns a name it had to change as a new string
+// (its own interned one for a common header) and an already-canonical one
+// (what WSGI apps send) as is: that one is swapped for the same name in
+// Go's memory, from commonKeys when it is a usual one, else copied.
+func headerKey(name string) string {
+	k := http.CanonicalHeaderKey(name)
+	if len(k) == 0 || unsafe.StringData(k) != unsafe.StringData(name) {
+		return k
+	}
+	if c, ok := commonKeys[k]; ok {
+		return c
+	}
+	return strings.Clone(k)
+}
+
+// commonKeys holds response header names apps send on most responses.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Content-Type", "Content-Length", "Content-Encoding", "Content-Disposition",
+		"Content-Language", "Content-Security-Policy", "Cache-Control", "Set-Cookie", "Location",
+		"Date", "Server", "Etag", "Last-Modified", "Expires", "Vary", "Link", "Allow",
+		"Accept-Ranges", "Access-Control-Allow-Origin", "Access-Control-Allow-Credentials",
+		"X-Frame-Options", "X-Content-Type-Options", "Referrer-Policy", "Cross-Origin-Opener-Policy",
+		"Strict-Transport-Security", "Www-Authenticate", "Retry-After", "Pragma", "Connection",
+	} {
+		m[k] = k
+	}
+	return m
+}()
 
 // finishHeaders settles the app's headers just before they are written,
 // for WSGI and ASGI alike:
@@ -246,13 +299,6 @@ func (rq *request) start(status int, kv []C.cs_str, clen int64) C.long {
 	rq.status = status
 	rq.w.WriteHeader(status)
 	return C.CS_OK
-}
-
-// headerKey returns the canonical key for a header name that views Python
-// memory, as a copy: CanonicalHeaderKey returns its argument unchanged when
-// it is already canonical, and Python frees that memory after the call.
-func headerKey(name string) string {
-	return http.CanonicalHeaderKey(strings.Clone(name))
 }
 
 // cstr views a cs_str as a string without copying (valid for the call only).
