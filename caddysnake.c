@@ -1519,6 +1519,29 @@ static PyObject *scope_or_error(const cs_event *e) {
     return scope;
 }
 
+/* (kind, handle, app, flags, data) for asgi_take, as Py_BuildValue("(iKOiN)")
+ * would make it without parsing a format per event. GIL: held. owns: takes
+ * data (a new reference), borrows app; returns a new reference or NULL. */
+static PyObject *event_tuple(const cs_event *e, PyObject *app, PyObject *data) {
+    PyObject *t = PyTuple_New(5);
+    PyObject *items[4] = {PyLong_FromLong(e->kind), PyLong_FromUnsignedLongLong(e->handle),
+                          new_ref(app), PyLong_FromLong(e->flags)};
+    for (int i = 0; i < 4; i++) {
+        if (t != NULL && items[i] != NULL) {
+            PyTuple_SET_ITEM(t, i, items[i]);
+        } else {
+            Py_CLEAR(t);
+            Py_XDECREF(items[i]);
+        }
+    }
+    if (t == NULL) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 4, data);
+    return t;
+}
+
 /* asgi_take() -> list of (kind, handle, app, flags, data) for every queued
  * event: one call for a whole batch. data is the scope dict for CS_EV_NEW
  * (or the exception that kept it from being made), bytes for CS_EV_BODY /
@@ -1563,9 +1586,7 @@ static PyObject *mod_asgi_take(PyObject *self, PyObject *unused) {
             Py_XDECREF(data);
             continue;
         }
-        PyObject *item = data ? Py_BuildValue("(iKOiN)", e->kind, (unsigned long long)e->handle,
-                                             runner ? runner : Py_None, e->flags, data)
-                              : NULL;
+        PyObject *item = data ? event_tuple(e, runner ? runner : Py_None, data) : NULL;
         if (item == NULL || PyList_Append(list, item) < 0) {
             Py_CLEAR(list);
         }

@@ -189,6 +189,9 @@ def _departure(exc):
     return cls is not None and isinstance(exc, cls)
 
 
+_NOTHING_QUEUED = ()  # _Exchange.queued before a message is queued
+
+
 class _Exchange:
     """What an HTTP request and a WebSocket connection share: the app's task,
     and futures the Go-side events resolve."""
@@ -207,7 +210,9 @@ class _Exchange:
         # first: Go acknowledges them in order, several at once
         # (CS_EV_SEND_DONE). Counters rather than a future per message: a
         # stream of many small chunks costs no future, wake-up or event each.
-        self.queued = collections.deque()
+        # No deque until the first one: most responses never queue one (a
+        # start and a last body are sent without waiting).
+        self.queued = _NOTHING_QUEUED
         self.queued_bytes = 0
         self.taken = 0  # messages Go has acknowledged so far
         self.drained = None  # the future send()s wait on for the next acknowledgement
@@ -264,7 +269,7 @@ class _Exchange:
         if error is not None:
             if self.send_error is None:
                 self.send_error = error
-            self.queued.clear()
+            self.queued = _NOTHING_QUEUED
             self.queued_bytes = 0
         elif self.send_error is None:
             self.taken += n
@@ -279,6 +284,8 @@ class _Exchange:
         if self.send_error is not None:
             raise self.send_error
         call(self.handle, *args)
+        if self.queued is _NOTHING_QUEUED:
+            self.queued = collections.deque()
         self.queued.append(size)
         self.queued_bytes += size
         return self.taken + len(self.queued)
