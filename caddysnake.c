@@ -1404,6 +1404,10 @@ static PyObject *extensions(int flags, int http10, const field_ref *tls) {
     return ext;
 }
 
+static PyObject *bytes(field_ref f) {
+    return PyBytes_FromStringAndSize(f.p, f.n);
+}
+
 /* The request headers that follow the fixed fields: a list of (name, value)
  * bytes pairs, names lowercased by Go. */
 static PyObject *header_pairs(const char *p, const char *end) {
@@ -1415,8 +1419,15 @@ static PyObject *header_pairs(const char *p, const char *end) {
         if (rc > 0 && (rc = next_packed(&p, end, &value)) == 0) {
             PyErr_SetString(PyExc_SystemError, "corrupt scope buffer from Go");
         }
-        if (rc > 0) {
-            pair = Py_BuildValue("(y#y#)", name.p, name.n, value.p, value.n);
+        if (rc > 0 && (pair = PyTuple_New(2)) != NULL) {
+            PyObject *n = bytes(name), *v = n ? bytes(value) : NULL;
+            if (v == NULL) {
+                Py_XDECREF(n);
+                Py_CLEAR(pair);
+            } else {
+                PyTuple_SET_ITEM(pair, 0, n);
+                PyTuple_SET_ITEM(pair, 1, v);
+            }
         }
         if (pair == NULL || PyList_Append(list, pair) < 0) {
             Py_CLEAR(list);
@@ -1449,10 +1460,6 @@ static PyObject *scheme_str(field_ref f) {
 
 static PyObject *utf8(field_ref f) {
     return PyUnicode_DecodeUTF8(f.p, f.n, "replace");
-}
-
-static PyObject *bytes(field_ref f) {
-    return PyBytes_FromStringAndSize(f.p, f.n);
 }
 
 /* The HTTP scope of a new request, with a shallow copy of the runner's
