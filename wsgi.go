@@ -252,6 +252,7 @@ func appendEnviron(b []byte, r *http.Request) []byte {
 	b = pair(b, "PATH_INFO", t.path)
 	b = pair(b, "QUERY_STRING", t.query)
 	b = pair(b, "REQUEST_URI", t.uri)
+	b = pair(b, "RAW_URI", t.uri) // gunicorn's name for it
 	b = pair(b, "SERVER_PROTOCOL", serverProtocol(r))
 	fwd := forwardedHeaders(r)
 	scheme := fwd.scheme()

@@ -194,7 +194,11 @@ class _Response:
             raise AssertionError("start_response() called again without exc_info")
         code = _status_code(status)
         if type(headers) is not list:
-            raise TypeError("response headers must be a list, not %s" % type(headers).__name__)
+            # PEP 3333 asks for a list; gunicorn takes a tuple too, and apps
+            # written against it pass one.
+            if not isinstance(headers, (list, tuple)):
+                raise TypeError("response headers must be a list, not %s" % type(headers).__name__)
+            headers = list(headers)
         self.code, self.headers = code, headers
         return self.write
 

@@ -122,6 +122,7 @@ def test_fragment_in_the_target_is_dropped(raw_server, target, path, query):
                   f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())["environ"]
     assert (env["PATH_INFO"], env["QUERY_STRING"]) == (path, query)
     assert env["REQUEST_URI"] == target  # as sent
+    assert env["RAW_URI"] == target  # gunicorn's name
 
 
 # ---------------------------------------------------------------- body-related variables

@@ -422,6 +422,18 @@ def test_invalid_status_or_header_rejected(raw_server, kind):
     assert_still_serving(raw_server)
 
 
+def test_headers_given_as_a_tuple_are_taken_as_gunicorn_does(raw_server):
+    r = httpx.get(raw_server.url("/headers_as?as=tuple"), timeout=10)
+    assert r.status_code == 200, r.text[:300]
+    assert r.headers["x-given-as"] == "tuple" and r.text == "headers given"
+
+
+def test_headers_given_as_a_dict_are_500(raw_server):
+    r = httpx.get(raw_server.url("/headers_as?as=dict"), timeout=10)
+    assert r.status_code == 500 and "x-given-as" not in r.headers
+    assert_still_serving(raw_server)
+
+
 def test_latin1_response_header_sent_as_latin1_bytes(raw_server):
     resp = raw_server.raw(req("/latin1_header"))
     assert resp.status == 200

@@ -481,6 +481,14 @@ def bad(environ, start_response):
     return [b"bad response was sent"]
 
 
+def headers_as(environ, start_response):
+    """Response headers as a tuple (gunicorn takes one, PEP 3333 asks for a
+    list), or as a dict (no server takes that)."""
+    pairs = [("Content-Type", "text/plain"), ("X-Given-As", qs(environ)["as"])]
+    start_response("200 OK", tuple(pairs) if qs(environ)["as"] == "tuple" else dict(pairs))
+    return [b"headers given"]
+
+
 def _start_dynamic(start_response, n, tag):
     values = {f"X-Dyn-{i}": f"value-{i}-{tag}-" + "v" * (i % 7) for i in range(n)}
     body = json.dumps(values).encode()
@@ -773,6 +781,7 @@ ROUTES = {
     "/cl_too_long": cl_too_long,
     "/cl_short": cl_short,
     "/bad": bad,
+    "/headers_as": headers_as,
     "/sleep": sleep,
     "/overlap": overlap,
     "/overlap/max": overlap_max,
