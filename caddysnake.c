@@ -1276,8 +1276,13 @@ static int scope_consts_init(void) {
             return -1;
         }
     }
-    /* One dict shared by every scope, as the Python driver did. */
-    K.asgi_version = Py_BuildValue("{ssss}", "version", "3.0", "spec_version", "2.4");
+    /* One dict shared by every scope, as the Python driver did. Spec 2.3, as
+     * uvicorn and Granian say, not 2.4, though send() raises after a
+     * disconnect as 2.4 asks (2.3 allows it): at 2.4 Starlette drops the
+     * task that listens for the client leaving a StreamingResponse, so a
+     * stream idle between events (an SSE feed) would learn of it only at
+     * its next send(), if ever. */
+    K.asgi_version = Py_BuildValue("{ssss}", "version", "3.0", "spec_version", "2.3");
     return K.asgi_version == NULL ? -1 : 0;
 }
 

@@ -39,7 +39,7 @@ H_START, H_EARLY_HINT, H_TRAILERS, H_WS_ACCEPT = 1, 2, 3, 4
 WS_SEND, WS_CLOSE = 1, 2
 SIG_WANT_BODY, SIG_DONE, SIG_WS_CREDIT = 1, 2, 3
 
-# The HTTP and WebSocket scopes (ASGI 3.0, spec 2.4) are built in C
+# The HTTP and WebSocket scopes (ASGI 3.0, spec 2.3) are built in C
 # (caddysnake.c http_scope); the lifespan spec has its own version.
 LIFESPAN_VERSION = {"version": "3.0", "spec_version": "2.0"}  # the lifespan spec's own
 LIFESPAN_OFF, LIFESPAN_ON, LIFESPAN_AUTO = 0, 1, 2
@@ -160,10 +160,10 @@ _DISCONNECT = {"type": "http.disconnect"}
 
 def _client_left(exc, depth=0):
     """Whether exc is only ClientDisconnected (possibly inside exception
-    groups), or was raised while handling one: Starlette, seeing ASGI spec
-    2.4 in the scope, turns a StreamingResponse's failed send() into its own
-    ClientDisconnect, which is no OSError (uvicorn, at spec 2.3, never makes
-    it raise). Not a ClientDisconnected raised while the app handled an
+    groups), or was raised while handling one: a framework may turn a
+    failed send() into an exception of its own (Starlette's
+    ClientDisconnect, which is no OSError, when a scope says spec 2.4;
+    uvicorn never makes send() raise). Not a ClientDisconnected raised while the app handled an
     error of its own (sending its error page to a client that had left):
     that error is the app's, and is logged, as under uvicorn."""
     if isinstance(exc, ClientDisconnected):
@@ -444,7 +444,7 @@ class _Conn(_Exchange):
     async def send(self, message):
         if self.disconnected:
             # The client is gone. A body chunk with more to come raises, as
-            # ASGI 2.4 asks, so a stream stops being produced; a message that
+            # ASGI 2.4 asks (2.3 allows it), so a stream stops being produced; a message that
             # starts or completes the response is dropped quietly, as under
             # uvicorn: raising there would only undo work the app has done
             # (Starlette skips its background tasks, FastAPI's yield

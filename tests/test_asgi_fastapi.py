@@ -137,7 +137,8 @@ def test_client_leaving_a_stream_logs_no_error(fastapi_server):
     """A client that leaves a StreamingResponse (an SSE feed, a token stream)
     is routine: nothing at error level, as under uvicorn. Starlette turns
     send()'s ClientDisconnected (an OSError) into its own ClientDisconnect,
-    which is not one, when the scope says spec 2.4."""
+    which is not one, when the scope says spec 2.4 (and with 2.3 its
+    disconnect listener cancels the stream)."""
     mark = fastapi_server.log_mark()
     for _ in range(3):
         with httpx.stream("GET", fastapi_server.url("/stream?n=100&delay=0.02"), timeout=15) as r:
@@ -148,6 +149,23 @@ def test_client_leaving_a_stream_logs_no_error(fastapi_server):
     assert httpx.get(fastapi_server.url("/items/3")).status_code == 200
     log = fastapi_server.log_since(mark)
     assert '"level":"error"' not in log and "ClientDisconnect" not in log, log[-3000:]
+
+def test_stream_idle_between_events_is_cancelled_when_the_client_leaves(fastapi_server):
+    """Starlette cancels a StreamingResponse whose client left only when the
+    scope's spec_version is below 2.4 (else it waits for send() to fail, at
+    the next event, maybe never): the scope says 2.3, as uvicorn's does."""
+    key = f"idle{time.monotonic_ns()}"
+    with httpx.stream("GET", fastapi_server.url(f"/idle-stream/{key}"), timeout=15) as r:
+        for piece in r.iter_raw():
+            if b"first" in piece:
+                break
+
+    def cancelled():
+        v = httpx.get(fastapi_server.url(f"/idle-stream-status/{key}"), timeout=10).json()
+        return v if v == {"state": "cancelled", "finally": "ran"} else None
+
+    wait_until(cancelled, 5.0, interval=0.1, message="the idle stream's cancellation")
+
 
 def test_background_tasks(fastapi_server):
     key = f"bg{time.monotonic_ns()}"

@@ -1,4 +1,4 @@
-"""The ASGI 3.0 HTTP scope built by the bridge (checked against the ASGI spec 2.4)."""
+"""The ASGI 3.0 HTTP scope built by the bridge (checked against the ASGI spec)."""
 
 import json
 import shutil
@@ -35,7 +35,9 @@ def header_values(scope, name: bytes):
 def test_basic_scope(asgi_server):
     scope, types = get_scope(asgi_server.url("/scope/some/path?x=1&y=%20z"))
     assert scope["type"] == "http"
-    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.4"}
+    # 2.3, as uvicorn says: at 2.4 Starlette stops listening for the client
+    # leaving a StreamingResponse (test_asgi_fastapi).
+    assert scope["asgi"] == {"version": "3.0", "spec_version": "2.3"}
     assert scope["http_version"] == "1.1"
     assert scope["method"] == "GET"
     assert scope["scheme"] == "http"

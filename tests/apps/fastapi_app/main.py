@@ -64,6 +64,33 @@ async def stream(n: int = 5, delay: float = 0.2):
     return StreamingResponse(gen(), media_type="text/plain")
 
 
+IDLE_STREAMS = {}
+
+
+@app.get("/idle-stream/{key}")
+async def idle_stream(key: str):
+    """An SSE-like feed that waits long between events: it must learn that
+    its client left while it waits, not at its next event."""
+    async def gen():
+        IDLE_STREAMS[key] = "streaming"
+        try:
+            yield "first\n"
+            await asyncio.sleep(60)
+            yield "second\n"
+        except asyncio.CancelledError:
+            IDLE_STREAMS[key] = "cancelled"
+            raise
+        finally:
+            IDLE_STREAMS.setdefault(key + "-finally", "ran")
+
+    return StreamingResponse(gen(), media_type="text/plain")
+
+
+@app.get("/idle-stream-status/{key}")
+async def idle_stream_status(key: str):
+    return {"state": IDLE_STREAMS.get(key), "finally": IDLE_STREAMS.get(key + "-finally")}
+
+
 @app.post("/background/{key}")
 async def background(key: str, tasks: BackgroundTasks):
     def work():
