@@ -163,9 +163,10 @@ def _client_left(exc, depth=0):
     groups), or was raised while handling one: a framework may turn a
     failed send() into an exception of its own (Starlette's
     ClientDisconnect, which is no OSError, when a scope says spec 2.4;
-    uvicorn never makes send() raise). Not a ClientDisconnected raised while the app handled an
-    error of its own (sending its error page to a client that had left):
-    that error is the app's, and is logged, as under uvicorn."""
+    uvicorn never makes send() raise). Not a ClientDisconnected raised
+    while the app handled an error of its own (sending its error page to a
+    client that had left): that error is the app's, and is logged, as under
+    uvicorn."""
     if isinstance(exc, ClientDisconnected):
         ctx = exc.__context__
         return ctx is None or depth >= 4 or _departure(ctx) or _client_left(ctx, depth + 1)
@@ -444,11 +445,12 @@ class _Conn(_Exchange):
     async def send(self, message):
         if self.disconnected:
             # The client is gone. A body chunk with more to come raises, as
-            # ASGI 2.4 asks (2.3 allows it), so a stream stops being produced; a message that
-            # starts or completes the response is dropped quietly, as under
-            # uvicorn: raising there would only undo work the app has done
-            # (Starlette skips its background tasks, FastAPI's yield
-            # dependencies roll back their transaction).
+            # ASGI 2.4 asks (2.3 allows it), so a stream stops being
+            # produced; a message that starts or completes the response is
+            # dropped quietly, as under uvicorn: raising there would only
+            # undo work the app has done (Starlette skips its background
+            # tasks, FastAPI's yield dependencies roll back their
+            # transaction).
             if message.get("more_body", False) and message.get("type") == "http.response.body":
                 raise ClientDisconnected("client disconnected")
             return
