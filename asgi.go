@@ -404,7 +404,7 @@ func (rq *asgiRequest) commit() {
 	for k, v := range rq.header {
 		h[k] = v
 	}
-	finishHeaders(h, rq.r, rq.status)
+	finishHeaders(h, rq.r, rq.status, rq.bodyLeft == 0)
 	if cl := h.Get("Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
 			rq.body.length = n

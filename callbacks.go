@@ -204,8 +204,16 @@ var commonKeys = func() map[string]string {
 //     its HTTP/2 server would send it, gunicorn drops it;
 //   - "Connection: close" is for HTTP/1 only: over HTTP/2 Go would answer
 //     it with a GOAWAY, ending the connection for every other stream on it
-//     (through reverse_proxy the header is simply dropped).
-func finishHeaders(h http.Header, r *http.Request, status int) {
+//     (through reverse_proxy the header is simply dropped);
+//   - an HTTP/1 response to a request whose client asked for
+//     "100-continue" and has not sent all of its body (bodyDone false)
+//     says "Connection: close": Go means to close such a connection (its
+//     server.go: "don't reuse this connection") but misses it when Caddy
+//     has wrapped r.Body, and then reads the body before it writes the
+//     response, while the client holds the body back for a 100 Continue
+//     that never comes (curl gives up after 1 s; Caddy's own respond
+//     waits the same way). uvicorn and gunicorn answer at once.
+func finishHeaders(h http.Header, r *http.Request, status int, bodyDone bool) {
 	if _, ok := h["Content-Type"]; !ok {
 		h["Content-Type"] = nil
 	}
@@ -214,6 +222,8 @@ func finishHeaders(h http.Header, r *http.Request, status int) {
 	}
 	if r.ProtoMajor != 1 {
 		delete(h, "Connection")
+	} else if !bodyDone && len(r.Header["Expect"]) > 0 {
+		h["Connection"] = []string{"close"}
 	}
 }
 
@@ -295,7 +305,7 @@ func (rq *request) start(status int, kv []C.cs_str, clen int64) C.long {
 	rq.body.length = clen
 	header := rq.w.Header()
 	addAppHeaders(header, kv)
-	finishHeaders(header, rq.r, status)
+	finishHeaders(header, rq.r, status, rq.bodyLeft() == 0)
 	rq.status = status
 	rq.w.WriteHeader(status)
 	return C.CS_OK

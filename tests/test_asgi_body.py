@@ -276,13 +276,16 @@ def test_small_body_is_one_event(asgi_server):
     assert r.json()["events"] == [[1000, False, "bytes"]]
 
 
-def test_expect_100_continue_app_that_does_not_read(asgi_server):
+@pytest.mark.parametrize("connection", [b"Connection: close\r\n", b""])
+def test_expect_100_continue_app_that_does_not_read(asgi_server, connection):
     """An app that answers without receive(): no 100 Continue is sent, and the
-    client, which holds its body back, gets the answer (as under uvicorn)."""
+    client, which holds its body back, gets the answer at once (as under
+    uvicorn), on a kept-alive connection too (which the answer then closes:
+    Go, behind Caddy's body wrapper, would otherwise wait for the body)."""
     s = socket.create_connection(("127.0.0.1", asgi_server.port), timeout=10)
     try:
         s.sendall(b"POST /hello HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n"
-                  b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+                  b"Expect: 100-continue\r\n" + connection + b"\r\n")
         s.settimeout(5)
         buf = b""
         while b"\r\n\r\n" not in buf:
@@ -292,3 +295,5 @@ def test_expect_100_continue_app_that_does_not_read(asgi_server):
     finally:
         s.close()
     assert buf.startswith(b"HTTP/1.1 200"), buf[:300]
+    head = buf.lower().partition(b"\r\n\r\n")[0] + b"\r\n"
+    assert b"\r\nconnection: close\r\n" in head, buf[:300]  # not kept: the body was not read
