@@ -66,6 +66,7 @@ func TestAppendEnviron(t *testing.T) {
 		"PATH_INFO":              "/caf\xc3\xa9/x",
 		"QUERY_STRING":           "a=%20b&c",
 		"REQUEST_URI":            "http://example.com:8080/caf%C3%A9/x?a=%20b&c",
+		"RAW_URI":                "http://example.com:8080/caf%C3%A9/x?a=%20b&c",
 		"SERVER_PROTOCOL":        "HTTP/1.1",
 		"SERVER_NAME":            "example.com",
 		"SERVER_PORT":            "8080",
