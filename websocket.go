@@ -199,7 +199,7 @@ func (rq *asgiRequest) serveWS(conn *websocket.Conn, o wsOptions) error {
 	readerDone := make(chan struct{})
 	go rq.readWS(ctx, conn, win, readerDone)
 	if o.pingInterval > 0 {
-		go keepAlive(ctx, conn, o.pingInterval, o.pingTimeout)
+		go keepAlive(ctx, cancel, conn, o.pingInterval, o.pingTimeout)
 	}
 	closeWith := func(code websocket.StatusCode, reason string) error {
 		rq.settle()             // what was written before is acknowledged
@@ -313,9 +313,16 @@ func (rq *asgiRequest) pushDisconnect(code int, reason string) {
 		len: C.size_t(len(reason)), kind: C.CS_EV_DISCONNECT, flags: C.int(code)})
 }
 
+// deadClientWait is how long a close frame to a client that stopped
+// answering pings gets to go out before the connection is dropped.
+const deadClientWait = 100 * time.Millisecond
+
 // keepAlive pings the client; a client that does not answer in time is
-// closed with 1011, as the websockets library behind uvicorn does.
-func keepAlive(ctx context.Context, conn *websocket.Conn, interval, timeout time.Duration) {
+// sent a close frame with 1011 and dropped, as the websockets library behind
+// uvicorn does. Close alone would wait 5 s more for the dead client's
+// reply; stop (the reader's context: cancelling it closes the connection)
+// ends that wait once the close frame has had deadClientWait to go out.
+func keepAlive(ctx context.Context, stop context.CancelFunc, conn *websocket.Conn, interval, timeout time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -328,7 +335,16 @@ func keepAlive(ctx context.Context, conn *websocket.Conn, interval, timeout time
 			cancel()
 			if err != nil {
 				if ctx.Err() == nil {
-					_ = conn.Close(websocket.StatusInternalError, "keepalive ping timeout")
+					closed := make(chan struct{})
+					go func() {
+						_ = conn.Close(websocket.StatusInternalError, "keepalive ping timeout")
+						close(closed)
+					}()
+					select {
+					case <-closed:
+					case <-time.After(deadClientWait):
+						stop()
+					}
 				}
 				return
 			}
