@@ -1292,7 +1292,11 @@ typedef struct {
 } field_ref;
 
 /* The next [u32 len][bytes] field of a packed buffer: 1, or 0 at its end, or
- * -1 (SystemError set) if it is cut short. */
+ * -1 (SystemError set) if it is cut short. f views the buffer (no copy).
+ *
+ * The builders below run on the loop thread, GIL held in/out; each returns
+ * a new reference, or NULL with an exception set, unless its comment says
+ * otherwise. */
 static int next_packed(const char **p, const char *end, field_ref *f) {
     uint32_t n;
     if (*p == end) {
@@ -1308,7 +1312,8 @@ static int next_packed(const char **p, const char *end, field_ref *f) {
     return 1;
 }
 
-/* Put value (a new reference, stolen; NULL: a failure already set) in d. */
+/* Put value (a new reference, stolen; NULL: a failure already set) in d:
+ * 0, or -1 with an exception set. GIL: held. */
 static int put(PyObject *d, PyObject *key, PyObject *value) {
     if (value == NULL) {
         return -1;
@@ -1318,6 +1323,7 @@ static int put(PyObject *d, PyObject *key, PyObject *value) {
     return rc;
 }
 
+/* o with a new reference to it, for put(). GIL: held. */
 static PyObject *new_ref(PyObject *o) {
     Py_INCREF(o);
     return o;
@@ -1332,6 +1338,7 @@ static PyObject *decimal(field_ref f) {
     return PyLong_FromLong(v);
 }
 
+/* A field as a str, latin-1 (each byte one code point). */
 static PyObject *latin1(field_ref f) {
     return PyUnicode_DecodeLatin1(f.p, f.n, NULL);
 }
@@ -1409,6 +1416,7 @@ static PyObject *extensions(int flags, int http10, const field_ref *tls) {
     return ext;
 }
 
+/* A field as bytes (a copy). */
 static PyObject *bytes(field_ref f) {
     return PyBytes_FromStringAndSize(f.p, f.n);
 }
@@ -1446,11 +1454,13 @@ static PyObject *header_pairs(const char *p, const char *end) {
 enum { F_METHOD, F_SCHEME, F_VERSION, F_PATH, F_RAW_PATH, F_QUERY, F_ROOT, F_CLIENT_HOST,
        F_CLIENT_PORT, F_SERVER_HOST, F_SERVER_PORT, F_TLS, F_FIXED = F_TLS + 4 };
 
+/* Whether a field is exactly s. GIL: not needed. */
 static int is(field_ref f, const char *s) {
     return (size_t)f.n == strlen(s) && memcmp(f.p, s, (size_t)f.n) == 0;
 }
 
-/* A field as a str, the usual values shared (no string made per request). */
+/* The method, version and scheme fields as str, their usual values shared
+ * (no string made per request). */
 static PyObject *method_str(field_ref f) {
     return is(f, "GET") ? new_ref(K.get) : is(f, "POST") ? new_ref(K.post) : latin1(f);
 }
@@ -1463,6 +1473,8 @@ static PyObject *scheme_str(field_ref f) {
     return is(f, "http") ? new_ref(K.http) : is(f, "https") ? new_ref(K.https) : latin1(f);
 }
 
+/* A field as a str, UTF-8 with U+FFFD for bytes that are not (as
+ * bytes.decode("utf-8", "replace")). */
 static PyObject *utf8(field_ref f) {
     return PyUnicode_DecodeUTF8(f.p, f.n, "replace");
 }
