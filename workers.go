@@ -83,6 +83,13 @@ func newPool(app *pyApp, threads int, logger *zap.Logger) *pool {
 
 // submit runs rq on a worker and returns when the response is complete.
 func (p *pool) submit(rq *request, maxWait time.Duration) error {
+	select {
+	case p.reqs <- rq: // an idle worker took it at once
+		<-rq.done
+		return nil
+	default:
+	}
+	rq.spoolIfWaiting() // it has to wait: its body must not hold the connection's window
 	var timeout <-chan time.Time
 	if maxWait > 0 {
 		t := time.NewTimer(maxWait)

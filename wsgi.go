@@ -48,6 +48,9 @@ type request struct {
 	// Caddy answers itself (refusal): the handler error ServeHTTP returns.
 	refused  error
 	consumed int64 // body bytes given to the app
+	// spool: the body, drained to disk while the request waited for a
+	// thread (spoolIfWaiting); nil when the app reads r.Body itself.
+	spool *spooledBody
 }
 
 var requestPool = sync.Pool{New: func() any {
@@ -92,6 +95,20 @@ func (rq *request) readAhead() {
 	}
 }
 
+// spoolIfWaiting drains the body of an HTTP/2 or HTTP/3 request that has
+// to wait for a thread into a temporary file (spool.go), so that it stops
+// holding its connection's flow-control window. Not a body read ahead
+// already, nor one behind "Expect: 100-continue" (its client sends nothing
+// before the app reads, so it holds no window).
+func (rq *request) spoolIfWaiting() {
+	r := rq.r
+	if r.ProtoMajor < 2 || r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 ||
+		rq.whole || rq.aheadErr != nil || !bodyAhead(r) {
+		return
+	}
+	rq.spool = spoolBody(r.Body)
+}
+
 // read fills b with the app's next body bytes: first what readAhead kept,
 // then the error that ended its read, then from the client. 0, nil at the
 // end of the body.
@@ -107,7 +124,11 @@ func (rq *request) read(b []byte) (int, error) {
 		return 0, rq.readFailed(err)
 	}
 	for {
-		m, err := rq.r.Body.Read(b)
+		var src io.Reader = rq.r.Body
+		if rq.spool != nil {
+			src = rq.spool
+		}
+		m, err := src.Read(b)
 		switch {
 		case m > 0:
 			rq.consumed += int64(m)
@@ -196,6 +217,10 @@ func (rq *request) flush() error {
 }
 
 func (rq *request) release() {
+	if rq.spool != nil {
+		rq.spool.Close()
+		rq.spool = nil
+	}
 	rq.w, rq.r, rq.rc = nil, nil, nil
 	rq.ahead, rq.aheadErr = nil, nil
 	requestPool.Put(rq)

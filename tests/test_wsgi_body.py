@@ -3,14 +3,17 @@
 import hashlib
 import io
 import json
+import os
 import random
+import shutil
 import socket
+import subprocess
 import time
 
 import httpx
 import pytest
 
-from conftest import raw_request
+from conftest import RAW_APP_DIR, python_block, raw_request
 
 SMALL_LINES = (
     b"first line\n"
@@ -373,3 +376,48 @@ def test_expect_100_continue_app_that_does_not_read(raw_server, connection):
     assert buf.startswith(b"HTTP/1.1 200"), buf[:300]
     head = buf.lower().partition(b"\r\n\r\n")[0] + b"\r\n"
     assert b"\r\nconnection: close\r\n" in head, buf[:300]  # not kept: the body was not read
+
+
+@pytest.fixture(scope="module")
+def tls_raw_server(start_caddy, tmp_path_factory):
+    """The raw WSGI app over HTTPS (HTTP/2), threads 8."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        pytest.skip("openssl CLI not available to make a test certificate")
+    d = tmp_path_factory.mktemp("wsgi-tls-cert")
+    res = subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                          "-nodes", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "2",
+                          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    sites = (f"https://127.0.0.1:@PORT@ {{\n\ttls {d / 'cert.pem'} {d / 'key.pem'}\n"
+             + python_block("rawapp:app", RAW_APP_DIR, threads=8) + "\n}\n")
+    srv = start_caddy("wsgi-tls", sites=sites)
+    srv.base_url = f"https://127.0.0.1:{srv.port}"
+    yield srv
+    srv.stop()
+
+
+def test_more_parallel_uploads_than_threads_over_one_h2_connection(tls_raw_server, tmp_path):
+    """50 uploads of 100 KB multiplexed on one HTTP/2 connection, to an app
+    with 8 threads. The bodies of the uploads waiting for a thread are
+    drained to disk: left unread, they filled the connection's shared
+    flow-control window, and the uploads being served could never get the
+    rest of theirs (all stalled until the client gave up)."""
+    curl = shutil.which("curl")
+    if not curl or "HTTP2" not in subprocess.run([curl, "-V"], capture_output=True, text=True).stdout:
+        pytest.skip("curl with HTTP/2 not available")
+    body = tmp_path / "body"
+    body.write_bytes(b"u" * 100_000)
+    urls = []
+    for i in range(50):
+        urls += ["-o", os.devnull, f"{tls_raw_server.base_url}/input_read?i={i}"]
+    t0 = time.monotonic()
+    res = subprocess.run([curl, "-sS", "-k", "--http2", "-Z", "--parallel-max", "50", "-m", "20",
+                          "--data-binary", f"@{body}", "-w", "%{http_code} %{http_version}\n", *urls],
+                         capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - t0
+    codes = res.stdout.split("\n")
+    assert codes.count("200 2") == 50, (res.stdout[-2000:], res.stderr[-2000:])
+    assert elapsed < 15, elapsed
+    assert httpx.get(f"{tls_raw_server.base_url}/hello", verify=False, timeout=10).status_code == 200
