@@ -537,6 +537,24 @@ def run_caddy_cmd(args: List[str], workdir: Path, timeout: float = 60.0,
                           cwd=str(cwd or workdir), env=caddy_env(workdir, env), stdin=subprocess.DEVNULL)
 
 
+def tls_site(tmp_path_factory, name: str, handler_block: str) -> str:
+    """An HTTPS site on 127.0.0.1 around handler_block, with a self-signed
+    certificate made by openssl (the harness' global options say
+    ``auto_https off``, under which ``tls internal`` gets none); skips the
+    test when openssl is missing."""
+    import shutil
+    openssl = shutil.which("openssl")
+    if not openssl:
+        pytest.skip("openssl CLI not available to make a test certificate")
+    d = tmp_path_factory.mktemp(name)
+    res = subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                          "-nodes", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "2",
+                          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    return f"https://127.0.0.1:@PORT@ {{\n\ttls {d / 'cert.pem'} {d / 'key.pem'}\n{handler_block}\n}}\n"
+
+
 def python_block(module: str, working_dir: object, *, venv: bool = True, threads: Optional[int] = None,
                  indent: str = "\t") -> str:
     """A ``python { ... }`` Caddyfile block."""

@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from conftest import ASGI_RAW_DIR, asgi_block, decode_scope_value, raw_request
+from conftest import ASGI_RAW_DIR, asgi_block, decode_scope_value, raw_request, tls_site
 
 
 def get_scope(url, **kw):
@@ -277,22 +277,8 @@ def test_state_is_a_copy_per_request(asgi_server):
 
 @pytest.fixture(scope="module")
 def tls_server(start_caddy, tmp_path_factory):
-    """HTTPS on 127.0.0.1 with a self-signed certificate made by openssl.
-
-    (The harness' global options say ``auto_https off``, under which
-    ``tls internal`` gets no certificate, so a manual one is loaded.)
-    """
-    openssl = shutil.which("openssl")
-    if not openssl:
-        pytest.skip("openssl CLI not available to make a test certificate")
-    d = tmp_path_factory.mktemp("asgi-tls-cert")
-    res = subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                          "-nodes", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "2",
-                          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                         capture_output=True, text=True, timeout=30)
-    assert res.returncode == 0, res.stderr
-    sites = (f"https://127.0.0.1:@PORT@ {{\n\ttls {d / 'cert.pem'} {d / 'key.pem'}\n"
-             + asgi_block("asgiapp:app", ASGI_RAW_DIR) + "\n}\n")
+    """HTTPS on 127.0.0.1 with a self-signed certificate made by openssl."""
+    sites = tls_site(tmp_path_factory, "asgi-tls-cert", asgi_block("asgiapp:app", ASGI_RAW_DIR))
     srv = start_caddy("asgi-tls", sites=sites)
     srv.base_url = f"https://127.0.0.1:{srv.port}"
     yield srv

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from conftest import RAW_APP_DIR, python_block, raw_request
+from conftest import RAW_APP_DIR, python_block, raw_request, tls_site
 
 SMALL_LINES = (
     b"first line\n"
@@ -381,17 +381,7 @@ def test_expect_100_continue_app_that_does_not_read(raw_server, connection):
 @pytest.fixture(scope="module")
 def tls_raw_server(start_caddy, tmp_path_factory):
     """The raw WSGI app over HTTPS (HTTP/2), threads 8."""
-    openssl = shutil.which("openssl")
-    if not openssl:
-        pytest.skip("openssl CLI not available to make a test certificate")
-    d = tmp_path_factory.mktemp("wsgi-tls-cert")
-    res = subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                          "-nodes", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "2",
-                          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                         capture_output=True, text=True, timeout=30)
-    assert res.returncode == 0, res.stderr
-    sites = (f"https://127.0.0.1:@PORT@ {{\n\ttls {d / 'cert.pem'} {d / 'key.pem'}\n"
-             + python_block("rawapp:app", RAW_APP_DIR, threads=8) + "\n}\n")
+    sites = tls_site(tmp_path_factory, "wsgi-tls-cert", python_block("rawapp:app", RAW_APP_DIR, threads=8))
     srv = start_caddy("wsgi-tls", sites=sites)
     srv.base_url = f"https://127.0.0.1:{srv.port}"
     yield srv
