@@ -227,7 +227,7 @@ func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
 	defer rq.dropQueued()
 
 	flags := 0
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+	if hasBody(r) {
 		flags |= C.CS_NEW_HAS_BODY
 		if r.ContentLength < 0 || r.ContentLength >= C.CS_ZERO_COPY_MIN {
 			flags |= C.CS_NEW_LARGE_BODY
@@ -592,6 +592,12 @@ func (rq *asgiRequest) sendFile(f *os.File, size int64) {
 			zap.Int64("content_length", rq.body.length), zap.Int64("sent", n), zap.Error(err))
 	}
 	panic(http.ErrAbortHandler)
+}
+
+// hasBody says whether a request has a body to read (Go gives one without
+// a body http.NoBody, or a ContentLength of 0).
+func hasBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }
 
 // bodyAhead says whether the first chunk of a small request body (of known

@@ -1016,14 +1016,25 @@ static PyObject *mod_asgi_headers(PyObject *self, PyObject *args) {
     return r;
 }
 
-/* Queue a message carrying a copy of p[0:n]. GIL: held. */
-static PyObject *post_data(uintptr_t handle, int kind, int status, int flags, const void *p, size_t n) {
+/* A new message of kind carrying a copy of p[0:n], not yet posted; NULL
+ * with MemoryError set. GIL: held. owns: the caller, until msg_post. */
+static cs_msg *data_msg(uintptr_t handle, int kind, const void *p, size_t n) {
     cs_msg *m = msg_new(handle, kind, 0, 0, n);
     if (m == NULL) {
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return NULL;
     }
     if (n > 0) {
         memcpy(m->data, p, n);
+    }
+    return m;
+}
+
+/* Queue a message carrying a copy of p[0:n]. GIL: held. */
+static PyObject *post_data(uintptr_t handle, int kind, int status, int flags, const void *p, size_t n) {
+    cs_msg *m = data_msg(handle, kind, p, n);
+    if (m == NULL) {
+        return NULL;
     }
     m->status = status;
     m->flags = flags;
@@ -1203,15 +1214,13 @@ static PyObject *mod_asgi_pathsend(PyObject *self, PyObject *args) {
         Py_DECREF(path);
         return NULL;
     }
-    size_t n = (size_t)PyBytes_GET_SIZE(path);
-    cs_msg *m = msg_new((uintptr_t)handle, CS_MSG_PATHSEND, 0, 0, n);
+    cs_msg *m = data_msg((uintptr_t)handle, CS_MSG_PATHSEND, PyBytes_AS_STRING(path),
+                         (size_t)PyBytes_GET_SIZE(path));
+    Py_DECREF(path);
     if (m == NULL) {
         close(fd);
-        Py_DECREF(path);
-        return PyErr_NoMemory();
+        return NULL;
     }
-    memcpy(m->data, PyBytes_AS_STRING(path), n);
-    Py_DECREF(path);
     m->fd = fd;
     m->size = (long long)st.st_size;
     return due_or_raise(msg_post(m));

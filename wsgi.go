@@ -102,8 +102,7 @@ func (rq *request) readAhead() {
 // before the app reads, so it holds no window).
 func (rq *request) spoolIfWaiting() {
 	r := rq.r
-	if r.ProtoMajor < 2 || r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 ||
-		rq.whole || rq.aheadErr != nil || !bodyAhead(r) {
+	if r.ProtoMajor < 2 || !hasBody(r) || !bodyAhead(r) || rq.whole || rq.aheadErr != nil {
 		return
 	}
 	rq.spool = spoolBody(r.Body)
@@ -230,9 +229,9 @@ func (rq *request) release() {
 func (w *worker) serve(ts C.cs_tstate, rq *request) {
 	w.cur = rq
 	w.env = appendEnviron(w.env[:0], rq.r)
-	hasBody := C.int(0)
-	if rq.r.Body != nil && rq.r.Body != http.NoBody && rq.r.ContentLength != 0 {
-		hasBody = 1
+	withBody := C.int(0)
+	if hasBody(rq.r) {
+		withBody = 1
 	}
 	var body *C.char
 	if rq.whole {
@@ -241,7 +240,7 @@ func (w *worker) serve(ts C.cs_tstate, rq *request) {
 	// w.env and the body are Go memory without Go pointers, borrowed by C
 	// for the call only.
 	C.cs_wsgi_handle(ts, w.pool.app.obj, (*C.char)(unsafe.Pointer(unsafe.SliceData(w.env))),
-		C.size_t(len(w.env)), C.uintptr_t(w.handle), hasBody, body, C.size_t(len(rq.ahead)))
+		C.size_t(len(w.env)), C.uintptr_t(w.handle), withBody, body, C.size_t(len(rq.ahead)))
 	if rq.streaming { // what the app streamed goes out before the request ends
 		rq.stream.stop()
 		rq.streaming = false
