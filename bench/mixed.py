@@ -1,0 +1,159 @@
+"""A WSGI app and an ASGI app served by one process, measured at once.
+
+    bench/.venv/bin/python bench/mixed.py                    # ./caddy against the proxy pairs
+    bench/.venv/bin/python bench/mixed.py A=./caddy.old B=./caddy --rounds 3
+
+caddysnake serves every app of a Caddy from one interpreter, so a Flask app
+and a FastAPI app share one GIL; behind Caddy, gunicorn and uvicorn are two
+processes. This script serves Flask hello-JSON and FastAPI hello-JSON (the
+apps of bench.py) from one Caddy each way and loads both at once, in two
+shapes:
+
+  busy-asgi   FastAPI at 50 connections, Flask at 1 (a light app next to a
+              busy one: what the light app's users wait)
+  both-busy   both at 50 connections
+
+Each round runs every server once, in an order that flips every round; the
+medians of req/s and p50/p99 per app follow, with each server's ratio to the
+first. Given binaries (LABEL=PATH) replace the proxy pair: an A/B of builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import bench
+
+SHAPES = {"busy-asgi": (1, 50), "both-busy": (50, 50)}  # (wsgi conns, asgi conns)
+
+
+def start_caddysnake(ctx: bench.Ctx, caddy: Path, ports: Tuple[int, int]) -> List[bench.Proc]:
+    site = ""
+    for port, app in zip(ports, ("flask", "fastapi")):
+        target, iface = bench.APP_TARGETS[app]
+        site += (f":{port} {{\n\tpython {{\n\t\tmodule_{iface} \"{target}\"\n"
+                 f"\t\tworking_dir \"{bench.APPS}\"\n\t\tvenv \"{bench.VENV}\"\n\t}}\n}}\n")
+    old = ctx.caddy
+    ctx.caddy = caddy
+    try:
+        p = ctx.start_caddy(f"mixed-{caddy.parent.name}", site)
+    finally:
+        ctx.caddy = old
+    bench.wait_ready(ports[0], [p])
+    bench.wait_ready(ports[1], [p])
+    return [p]
+
+
+def start_proxy_pair(ctx: bench.Ctx, ports: Tuple[int, int]) -> List[bench.Proc]:
+    procs: List[bench.Proc] = []
+    try:
+        site = ""
+        for port, app, kind, cmd in ((ports[0], "flask", "gunicorn", bench.gunicorn_cmd),
+                                     (ports[1], "fastapi", "uvicorn", bench.uvicorn_cmd)):
+            bport = bench.free_port()
+            procs.append(bench.Proc(f"{kind}[mixed]", cmd(app, bport, "1proc"), bench.APPS, ctx.env,
+                                    ctx.log(f"mixed-{kind}")))
+            bench.wait_ready(bport, procs)
+            site += bench.proxy_site(port, bport)
+        procs.append(ctx.start_caddy("mixed-proxy", site))
+        bench.wait_ready(ports[0], procs)
+        bench.wait_ready(ports[1], procs)
+    except Exception:
+        for p in reversed(procs):
+            p.stop()
+        raise
+    return procs
+
+
+def load_both(ports: Tuple[int, int], conns: Tuple[int, int], duration: int) -> Dict[str, dict]:
+    """wrk on both apps at once; the light one starts 1 s later and stops 1 s
+    earlier, so all of its requests meet the busy one's load."""
+    def cmd(port, c, d):
+        return ["wrk", f"-t{min(2, c)}", f"-c{c}", f"-d{d}s", "--latency", "--timeout", "10s",
+                f"http://127.0.0.1:{port}/"]
+    busy = subprocess.Popen(cmd(ports[1], conns[1], duration + 2), stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        light = subprocess.run(cmd(ports[0], conns[0], duration), capture_output=True, text=True,
+                               timeout=duration + 30)
+        out_busy, _ = busy.communicate(timeout=duration + 30)
+    finally:
+        if busy.poll() is None:
+            busy.kill()
+    return {"flask": bench.parse_wrk(light.stdout), "fastapi": bench.parse_wrk(out_busy)}
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return bench.median(xs) if xs else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("builds", nargs="*", help="LABEL=PATH of caddy binaries (default: ./caddy and the proxy pair)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=6)
+    args = ap.parse_args()
+    root = Path(__file__).resolve().parent.parent
+    servers = []
+    for b in args.builds:
+        label, _, path = b.partition("=")
+        if not path or not Path(path).is_file():
+            ap.error(f"{b}: want LABEL=PATH to a caddy binary")
+        servers.append((label, Path(path).resolve()))
+    if not servers:
+        servers = [("caddysnake", (root / "caddy").resolve()), ("caddy+gunicorn/uvicorn", None)]
+    elif len(servers) < 2:
+        ap.error("give two or more builds, or none")
+    tmp = Path(tempfile.mkdtemp(prefix="mixed-"))
+    copies = []
+    for i, (label, path) in enumerate(servers):  # private copies: a rebuild cannot swap them mid-run
+        d = tmp / f"bin{i}"
+        d.mkdir()
+        copies.append((label, bench.snapshot_binary(path, d) if path else None))
+    caddy = next(p for _, p in copies if p)  # Caddy for the proxy pair too
+    ctx = bench.Ctx(caddy, tmp, tmp)
+    samples: Dict[Tuple[str, str, str], List[dict]] = {}
+    for r in range(args.rounds):
+        order = copies if r % 2 == 0 else list(reversed(copies))
+        for shape, conns in SHAPES.items():
+            for label, path in order:
+                ports = (bench.free_port(), bench.free_port())
+                procs = start_caddysnake(ctx, path, ports) if path else start_proxy_pair(ctx, ports)
+                try:
+                    bench.wrk(ports[0], 10, 1, 1)
+                    bench.wrk(ports[1], 10, 1, 1)
+                    res = load_both(ports, conns, args.duration)
+                finally:
+                    for p in reversed(procs):
+                        p.stop()
+                for app, v in res.items():
+                    samples.setdefault((shape, label, app), []).append(v)
+                bench.say(f"round {r + 1} {shape:9s} {label:24s} "
+                          + "  ".join(f"{a} {v['rps'] or 0:7.0f} req/s p99 {v['p99_ms']} ms" for a, v in res.items()))
+    bench.say()
+    for shape, conns in SHAPES.items():
+        bench.say(f"{shape}: Flask at {conns[0]} connection(s), FastAPI at {conns[1]}, at once (medians)")
+        base = {}
+        for label, _ in copies:
+            cells = []
+            for app in ("flask", "fastapi"):
+                vs = samples[(shape, label, app)]
+                rps = median([v["rps"] for v in vs])
+                p50 = median([v["p50_ms"] for v in vs])
+                p99 = median([v["p99_ms"] for v in vs])
+                base.setdefault(app, rps)
+                ratio = f" ({rps / base[app]:.2f}x)" if rps and base[app] else ""
+                cells.append(f"{app} {bench.fmt(rps)} req/s{ratio} p50 {bench.fmt(p50, '.2f')} p99 {bench.fmt(p99, '.1f')} ms")
+            bench.say(f"  {label:24s} " + "   ".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
