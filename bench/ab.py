@@ -42,6 +42,18 @@ def measure(ctx: bench.Ctx, label: str, app: str, conns: int, duration: int, war
     return {"label": label, "rps": rps, "p99_ms": res["p99_ms"], "errors": res["errors"], "cpu_us": us}
 
 
+def parse_builds(ap: argparse.ArgumentParser, specs: list) -> list:
+    """[(label, resolved path)] from LABEL=PATH arguments naming caddy binaries
+    (also used by mixed.py)."""
+    builds = []
+    for b in specs:
+        label, _, path = b.partition("=")
+        if not path or not Path(path).is_file():
+            ap.error(f"{b}: want LABEL=PATH to a caddy binary")
+        builds.append((label, Path(path).resolve()))
+    return builds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("builds", nargs=2, help="LABEL=PATH of two caddy binaries")
@@ -51,12 +63,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     args = ap.parse_args()
-    builds = []
-    for b in args.builds:
-        label, _, path = b.partition("=")
-        if not path or not Path(path).is_file():
-            ap.error(f"{b}: want LABEL=PATH to a caddy binary")
-        builds.append((label, Path(path).resolve()))
+    builds = parse_builds(ap, args.builds)
 
     with tempfile.TemporaryDirectory(prefix="cs-ab-") as tmp:
         work = Path(tmp)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import bench
+from ab import parse_builds
 
 SHAPES = {"busy-asgi": (1, 50), "both-busy": (50, 50)}  # (wsgi conns, asgi conns)
 
@@ -101,12 +102,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=6)
     args = ap.parse_args()
     root = Path(__file__).resolve().parent.parent
-    servers = []
-    for b in args.builds:
-        label, _, path = b.partition("=")
-        if not path or not Path(path).is_file():
-            ap.error(f"{b}: want LABEL=PATH to a caddy binary")
-        servers.append((label, Path(path).resolve()))
+    servers = parse_builds(ap, args.builds)
     if not servers:
         servers = [("caddysnake", (root / "caddy").resolve()), ("caddy+gunicorn/uvicorn", None)]
     elif len(servers) < 2:
