@@ -118,6 +118,9 @@ static void log_exception(const char *context) {
  * events it takes, hands the GIL to one that waits and queues behind it. */
 static atomic_int g_wsgi_waiting; /* WSGI threads waiting in wsgi_take_gil */
 static atomic_uint g_wsgi_taken;  /* GIL acquisitions by WSGI threads */
+/* Set once the ASGI loop runs: until then (a WSGI-only Caddy) WSGI threads
+ * take the GIL without counting. */
+static atomic_int g_loop_runs;
 
 /* How long the loop thread waits for a woken WSGI thread to take the GIL
  * before it takes it back itself (the woken thread may have no CPU yet). */
@@ -132,6 +135,10 @@ static atomic_uint g_wsgi_taken;  /* GIL acquisitions by WSGI threads */
 
 /* A WSGI thread takes the GIL. GIL: not held in; held out, ts current. */
 static void wsgi_take_gil(PyThreadState *ts) {
+    if (!atomic_load_explicit(&g_loop_runs, memory_order_relaxed)) {
+        PyEval_RestoreThread(ts);
+        return;
+    }
     atomic_fetch_add_explicit(&g_wsgi_waiting, 1, memory_order_relaxed);
     PyEval_RestoreThread(ts);
     atomic_fetch_sub_explicit(&g_wsgi_waiting, 1, memory_order_relaxed);
@@ -2063,6 +2070,7 @@ void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
 
 char *cs_asgi_start_loop(int in_fd, int out_fd, int late, const char *loop_kind) {
     in_efd = in_fd, out_efd = out_fd, late_fd = late; /* before the loop can run */
+    atomic_store(&g_loop_runs, 1);
     PyGILState_STATE g = PyGILState_Ensure();
     char *err = NULL;
     PyObject *start = module_attr("caddysnake_py.asgi", "start_loop");
