@@ -611,13 +611,15 @@ static PyObject *request_send(RequestObject *self, PyObject *const *args,
             rc = cs_go_stream_wait(self->h);
             WSGI_END_ALLOW_THREADS
         }
-    } else if (status != 0 && body.len <= CS_SMALL_FIRST_WRITE && (!flush || clen == body.len)) {
+    } else if (status != 0 && body.len <= CS_SMALL_FIRST_WRITE &&
+               (!flush || (clen == body.len && status != 204 && status != 304))) {
         /* A response's first write, small and unflushed (a one-chunk list,
          * or a chunk that completes the declared Content-Length, after which
-         * Go skips the flush: Flask's), only fills Go's response buffer: it
-         * never waits for the client, so the GIL stays. One GIL round trip
-         * less per such response, and next to a busy ASGI loop one hand-over
-         * less (loop_hand_over_gil). */
+         * Go skips the flush: Flask's; not so for a status without a body,
+         * whose bytes Go drops and still flushes), only fills Go's response
+         * buffer: it never waits for the client, so the GIL stays. One GIL
+         * round trip less per such response, and next to a busy ASGI loop
+         * one hand-over less (loop_hand_over_gil). */
         rc = cs_go_send(self->h, status, hdrs, (size_t)nh, clen, (char *)body.buf,
                         (size_t)body.len, flush);
     } else {
