@@ -611,22 +611,22 @@ static PyObject *request_send(RequestObject *self, PyObject *const *args,
             rc = cs_go_stream_wait(self->h);
             WSGI_END_ALLOW_THREADS
         }
-    } else if (status != 0 && body.len <= CS_SMALL_FIRST_WRITE &&
-               (!flush || (clen == body.len && status != 204 && status != 304))) {
+    } else {
         /* A response's first write, small and unflushed (a one-chunk list,
          * or a chunk that completes the declared Content-Length, after which
-         * Go skips the flush: Flask's; not so for a status without a body,
-         * whose bytes Go drops and still flushes), only fills Go's response
-         * buffer: it never waits for the client, so the GIL stays. One GIL
-         * round trip less per such response, and next to a busy ASGI loop
-         * one hand-over less (loop_hand_over_gil). */
+         * cs_go_send skips the flush: Flask's; not so for a status without a
+         * body, whose bytes Go drops and still flushes), only fills Go's
+         * response buffer: it never waits for the client, so the GIL stays.
+         * One GIL round trip less per such response, and next to a busy ASGI
+         * loop one hand-over less (loop_hand_over_gil). */
+        int keep_gil = status != 0 && body.len <= CS_SMALL_FIRST_WRITE &&
+                       (!flush || (clen == body.len && status != 204 && status != 304));
+        PyThreadState *save = keep_gil ? NULL : PyEval_SaveThread();
         rc = cs_go_send(self->h, status, hdrs, (size_t)nh, clen, (char *)body.buf,
                         (size_t)body.len, flush);
-    } else {
-        WSGI_BEGIN_ALLOW_THREADS
-        rc = cs_go_send(self->h, status, hdrs, (size_t)nh, clen, (char *)body.buf,
-                        (size_t)body.len, flush);
-        WSGI_END_ALLOW_THREADS
+        if (save != NULL) {
+            wsgi_take_gil(save);
+        }
     }
     self->busy = 0;
     PyBuffer_Release(&body);

@@ -275,6 +275,8 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 	}
 	// Skip the flush when the declared length is reached: the handler's
 	// return flushes the tail together with the headers in one write.
+	// (request_send in caddysnake.c counts on it: it keeps the GIL for a
+	// small first write that completes the declared length.)
 	if flush != 0 && (rq.body.length < 0 || rq.body.written < rq.body.length) {
 		if err := rq.flush(); err != nil {
 			return writeErr(err)

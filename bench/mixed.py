@@ -34,18 +34,14 @@ from ab import parse_builds
 SHAPES = {"busy-asgi": (1, 50), "both-busy": (50, 50)}  # (wsgi conns, asgi conns)
 
 
-def start_caddysnake(ctx: bench.Ctx, caddy: Path, ports: Tuple[int, int]) -> List[bench.Proc]:
+def start_caddysnake(ctx: bench.Ctx, ports: Tuple[int, int]) -> List[bench.Proc]:
+    """ctx.caddy serving Flask on ports[0] and FastAPI on ports[1]."""
     site = ""
     for port, app in zip(ports, ("flask", "fastapi")):
         target, iface = bench.APP_TARGETS[app]
         site += (f":{port} {{\n\tpython {{\n\t\tmodule_{iface} \"{target}\"\n"
                  f"\t\tworking_dir \"{bench.APPS}\"\n\t\tvenv \"{bench.VENV}\"\n\t}}\n}}\n")
-    old = ctx.caddy
-    ctx.caddy = caddy
-    try:
-        p = ctx.start_caddy(f"mixed-{caddy.parent.name}", site)
-    finally:
-        ctx.caddy = old
+    p = ctx.start_caddy("mixed-caddysnake", site)
     bench.wait_ready(ports[0], [p])
     bench.wait_ready(ports[1], [p])
     return [p]
@@ -90,11 +86,6 @@ def load_both(ports: Tuple[int, int], conns: Tuple[int, int], duration: int) -> 
     return {"flask": bench.parse_wrk(light.stdout), "fastapi": bench.parse_wrk(out_busy)}
 
 
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return bench.median(xs) if xs else None
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("builds", nargs="*", help="LABEL=PATH of caddy binaries (default: ./caddy and the proxy pair)")
@@ -108,20 +99,22 @@ def main() -> int:
     elif len(servers) < 2:
         ap.error("give two or more builds, or none")
     tmp = Path(tempfile.mkdtemp(prefix="mixed-"))
-    copies = []
-    for i, (label, path) in enumerate(servers):  # private copies: a rebuild cannot swap them mid-run
-        d = tmp / f"bin{i}"
+    # One context per server, each with a private copy of its binary (a
+    # rebuild cannot swap it mid-run); the proxy pair runs the first caddy.
+    ctxs = []
+    for i, (label, path) in enumerate(servers):
+        d = tmp / f"server{i}"
         d.mkdir()
-        copies.append((label, bench.snapshot_binary(path, d) if path else None))
-    caddy = next(p for _, p in copies if p)  # Caddy for the proxy pair too
-    ctx = bench.Ctx(caddy, tmp, tmp)
+        ctxs.append((label, bench.Ctx(bench.snapshot_binary(path, d), d, d) if path else None))
+    proxy_ctx = bench.Ctx(next(c for _, c in ctxs if c).caddy, tmp / "proxy", tmp)
+    proxy_ctx.workdir.mkdir()
     samples: Dict[Tuple[str, str, str], List[dict]] = {}
     for r in range(args.rounds):
-        order = copies if r % 2 == 0 else list(reversed(copies))
+        order = ctxs if r % 2 == 0 else list(reversed(ctxs))
         for shape, conns in SHAPES.items():
-            for label, path in order:
+            for label, ctx in order:
                 ports = (bench.free_port(), bench.free_port())
-                procs = start_caddysnake(ctx, path, ports) if path else start_proxy_pair(ctx, ports)
+                procs = start_caddysnake(ctx, ports) if ctx else start_proxy_pair(proxy_ctx, ports)
                 try:
                     bench.wrk(ports[0], 10, 1, 1)
                     bench.wrk(ports[1], 10, 1, 1)
@@ -137,13 +130,13 @@ def main() -> int:
     for shape, conns in SHAPES.items():
         bench.say(f"{shape}: Flask at {conns[0]} connection(s), FastAPI at {conns[1]}, at once (medians)")
         base = {}
-        for label, _ in copies:
+        for label, _ in ctxs:
             cells = []
             for app in ("flask", "fastapi"):
                 vs = samples[(shape, label, app)]
-                rps = median([v["rps"] for v in vs])
-                p50 = median([v["p50_ms"] for v in vs])
-                p99 = median([v["p99_ms"] for v in vs])
+                rps = bench.median([v["rps"] for v in vs])
+                p50 = bench.median([v["p50_ms"] for v in vs])
+                p99 = bench.median([v["p99_ms"] for v in vs])
                 base.setdefault(app, rps)
                 ratio = f" ({rps / base[app]:.2f}x)" if rps and base[app] else ""
                 cells.append(f"{app} {bench.fmt(rps)} req/s{ratio} p50 {bench.fmt(p50, '.2f')} p99 {bench.fmt(p99, '.1f')} ms")
