@@ -78,15 +78,7 @@ async def _ws(receive, send):
 
 
 async def app(scope, receive, send):
-    kind = scope["type"]
-    if kind == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    kind = scope["type"]  # served with lifespan off: "http" or "websocket"
     if kind == "websocket":
         return await _ws(receive, send)
     path = scope["path"][len(scope.get("root_path", "")):]  # path includes root_path (ASGI, uvicorn)
