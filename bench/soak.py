@@ -48,23 +48,22 @@ KIB = 1024
 SOAK_APPS = bench.REPO / "tests" / "apps" / "soak"
 
 
-def py_block(kind: str, target: str, workdir: Path, venv: Path) -> str:
-    return (f"\t\tpython {{\n\t\t\tmodule_{kind} \"{target}\"\n\t\t\tworking_dir \"{workdir}\"\n"
-            f"\t\t\tvenv \"{venv}\"\n\t\t}}\n")
+def handle_blocks(routes, workdir: Path, venv: Path) -> str:
+    """A handle_path block serving each (path matcher, wsgi|asgi, module:app)."""
+    return "".join(f"\thandle_path {m} {{\n\t\tpython {{\n\t\t\tmodule_{k} \"{t}\"\n"
+                   f"\t\t\tworking_dir \"{workdir}\"\n\t\t\tvenv \"{venv}\"\n\t\t}}\n\t}}\n"
+                   for m, k, t in routes)
 
 
 def soak_routes(venv: Path) -> str:
-    """The handle_path blocks of the two soak apps: /w/ (WSGI) and /a/ (ASGI)."""
-    return "".join(f"\thandle_path {m} {{\n{py_block(k, t, SOAK_APPS, venv)}\t}}\n"
-                   for m, k, t in (("/w/*", "wsgi", "soak_wsgi:app"), ("/a/*", "asgi", "soak_asgi:app")))
+    """The blocks of the two soak apps: /w/ (WSGI) and /a/ (ASGI)."""
+    return handle_blocks([("/w/*", "wsgi", "soak_wsgi:app"), ("/a/*", "asgi", "soak_asgi:app")], SOAK_APPS, venv)
 
 
 def site(port: int) -> str:
-    routes = [("/flask/*", "wsgi", "flask_hello:app"), ("/fastapi/*", "asgi", "fastapi_hello:app"),
-              ("/django/*", "wsgi", "django_wsgi:application")]
-    body = soak_routes(bench.VENV) + "".join(
-        f"\thandle_path {m} {{\n{py_block(k, t, bench.APPS, bench.VENV)}\t}}\n" for m, k, t in routes)
-    return f":{port} {{\n{body}}}\n"
+    frameworks = [("/flask/*", "wsgi", "flask_hello:app"), ("/fastapi/*", "asgi", "fastapi_hello:app"),
+                  ("/django/*", "wsgi", "django_wsgi:application")]
+    return f":{port} {{\n{soak_routes(bench.VENV)}{handle_blocks(frameworks, bench.APPS, bench.VENV)}}}\n"
 
 
 # --- the wrk mix -------------------------------------------------------------
