@@ -273,9 +273,17 @@ func (p *Python) retire() {
 
 // ServeHTTP serves the request with the app; it returns once the response
 // is complete.
+var errTwoContentTypes = errors.New("python: more than one Content-Type header in the request")
+
 func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if p.pool == nil {
 		return p.serveASGI(w, r)
+	}
+	if len(r.Header["Content-Type"]) > 1 {
+		// The environ has one CONTENT_TYPE, and which one the client meant
+		// is a guess (RFC 9110 allows one; gunicorn answers 400). ASGI
+		// apps get the headers as sent, as under uvicorn.
+		return caddyhttp.Error(http.StatusBadRequest, errTwoContentTypes)
 	}
 	rq := newRequest(w, r)
 	defer rq.release()

@@ -35,6 +35,12 @@ func requestTarget(r *http.Request) target {
 	if strings.IndexByte(t.uri, '#') >= 0 {
 		t.dropFragment()
 	}
+	if t.path == "" && t.script == "" {
+		// A target with no path (absolute-form "http://host", a CONNECT's
+		// authority) means "/" (RFC 9110 §4.2.3), as reverse_proxy sends
+		// it on; an app told "" would redirect to add the slash.
+		t.path = "/"
+	}
 	t.query = escapeNonASCII(t.query)
 	return t
 }
@@ -96,10 +102,11 @@ func prefixOf(orig, path string) (string, bool) {
 	return "", false
 }
 
-// isCleanScript: no dot segments, no "//", no trailing "/" (path.Clean
-// returns a clean path as it is, without allocating).
+// isCleanScript: absolute, no dot segments, no "//", no trailing "/"
+// (path.Clean returns a clean path as it is, without allocating). Not ".",
+// which is what cleaning an empty path gives.
 func isCleanScript(s string) bool {
-	return s != "/" && pathpkg.Clean(s) == s
+	return len(s) > 1 && s[0] == '/' && pathpkg.Clean(s) == s
 }
 
 // cleanPath is path.Clean keeping a trailing slash.
@@ -146,8 +153,12 @@ func (t *target) rawPath(r *http.Request) string {
 		}
 		return t.uri
 	}
+	u := r.URL
 	if t.orig != nil {
-		return t.orig.EscapedPath()
+		u = t.orig
 	}
-	return r.URL.EscapedPath()
+	if p := u.EscapedPath(); p != "" {
+		return p
+	}
+	return "/" // no path in the target: see requestTarget
 }

@@ -50,6 +50,10 @@ func TestRequestTarget(t *testing.T) {
 		{"/app/./x", "/app", "/app", "/x", "", "/app/./x"},
 		{"/app/x/a/%2e%2e/b", "/app", "/app", "/x/b", "", "/app/x/a/%2e%2e/b"},
 		{"/app/.well-known/x", "/app/.well-known", "/app/.well-known", "/x", "", "/app/.well-known/x"},
+		// No path in an absolute-form target: "/", and no SCRIPT_NAME ".".
+		{"http://example.com", "", "", "/", "", "/"},
+		{"http://example.com?x=1", "", "", "/", "x=1", "/"},
+		{"http://example.com/a?x=1", "", "", "/a", "x=1", "/a"},
 		// Raw non-ASCII bytes in the query are percent-encoded, the rest kept.
 		{"/q?b=\xc3\xa9&c=\xff&d=%C3%A9+x", "", "", "/q", "b=%C3%A9&c=%FF&d=%C3%A9+x", "/q"},
 	} {
@@ -62,6 +66,15 @@ func TestRequestTarget(t *testing.T) {
 		if p := tg.rawPath(r); p != tc.rawPath {
 			t.Errorf("%q: raw path %q, want %q", tc.raw, p, tc.rawPath)
 		}
+	}
+	// A CONNECT's authority-form target has no path either.
+	r0, err := http.ReadRequest(bufio.NewReader(strings.NewReader("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r0 = caddyhttp.PrepareRequest(r0, caddy.NewReplacer(), nil, nil)
+	if tg := requestTarget(r0); tg.script != "" || tg.path != "/" || tg.uri != "example.com:443" || tg.rawPath(r0) != "/" {
+		t.Errorf("CONNECT: got script %q path %q uri %q raw path %q", tg.script, tg.path, tg.uri, tg.rawPath(r0))
 	}
 	// A rewrite that is not a prefix strip leaves SCRIPT_NAME empty.
 	r := served(t, "/old", "")

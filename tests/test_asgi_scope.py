@@ -101,6 +101,18 @@ def test_fragment_in_the_target_is_dropped(asgi_server, target, path, raw_path, 
     assert (scope["path"], scope["raw_path"], scope["query_string"]) == (path, raw_path, query)
 
 
+@pytest.mark.parametrize("request_line, query", [
+    ("GET http://example.test HTTP/1.1", b""),
+    ("GET http://example.test?x=1 HTTP/1.1", b"x=1"),
+])
+def test_a_target_without_a_path_is_the_root(asgi_server, request_line, query):
+    """An absolute-form target with no path means "/" (RFC 9110), as
+    reverse_proxy passes it on (it was path "." and root_path ".")."""
+    scope, _ = raw_scope(asgi_server.port,
+                         f"{request_line}\r\nHost: example.test\r\nConnection: close\r\n\r\n".encode())
+    assert (scope["root_path"], scope["path"], scope["raw_path"], scope["query_string"]) == ("", "/", b"/", query)
+
+
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND"])
 def test_methods(asgi_server, method):
     scope, _ = get_scope(asgi_server.url("/scope/m"), method=method,

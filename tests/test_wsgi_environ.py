@@ -125,7 +125,32 @@ def test_fragment_in_the_target_is_dropped(raw_server, target, path, query):
     assert env["RAW_URI"] == target  # gunicorn's name
 
 
+@pytest.mark.parametrize("request_line, query", [
+    ("GET http://example.test HTTP/1.1", ""),
+    ("GET http://example.test?x=1 HTTP/1.1", "x=1"),
+    ("CONNECT example.test:443 HTTP/1.1", ""),
+])
+def test_a_target_without_a_path_is_the_root(raw_server, request_line, query):
+    """An absolute-form target with no path means "/" (RFC 9110), as
+    reverse_proxy passes it on. It was SCRIPT_NAME "." and PATH_INFO "": Flask
+    redirected to "/./", which is a 404."""
+    env = raw_env(raw_server.port,
+                  f"{request_line}\r\nHost: example.test\r\nConnection: close\r\n\r\n".encode())["environ"]
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == ("", "/", query)
+    assert env["RAW_URI"] == request_line.split(" ")[1]  # as sent
+
+
 # ---------------------------------------------------------------- body-related variables
+
+
+def test_two_content_types_are_refused(raw_server):
+    """The environ has one CONTENT_TYPE, and which of two the client meant
+    is a guess: 400 before the app runs, as gunicorn answers (it kept the
+    first)."""
+    resp = raw_request(raw_server.port, b"POST /env HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\n"
+                                        b"Content-Type: c/d\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+    assert resp.status == 400
+    assert b"CONTENT_TYPE" not in resp.body
 
 
 def test_content_type_and_length(raw_server):
