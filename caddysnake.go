@@ -271,10 +271,10 @@ func (p *Python) retire() {
 	p.app.releaseVia(p.loop)
 }
 
-// ServeHTTP serves the request with the app; it returns once the response
-// is complete.
 var errTwoContentTypes = errors.New("python: more than one Content-Type header in the request")
 
+// ServeHTTP serves the request with the app; it returns once the response
+// is complete.
 func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if p.pool == nil {
 		return p.serveASGI(w, r)
