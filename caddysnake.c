@@ -630,7 +630,14 @@ static PyObject *request_send(RequestObject *self, PyObject *const *args,
     }
     self->busy = 0;
     PyBuffer_Release(&body);
-    PyObject *r = rc == CS_ERR_BAD_HEADER ? raise_bad_header(hdrs, &bad) : none_or_raise(rc);
+    PyObject *r;
+    if (rc == CS_ERR_BAD_HEADER) {
+        r = raise_bad_header(hdrs, &bad);
+    } else if (rc == CS_ERR_BAD_STATUS) { /* say which, and what is allowed (Go's range) */
+        r = PyErr_Format(PyExc_ValueError, "invalid response status code %d: must be 200-999", status);
+    } else {
+        r = none_or_raise(rc);
+    }
     if (hdrs != stack) {
         PyMem_Free(hdrs);
     }

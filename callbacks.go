@@ -110,10 +110,11 @@ var hopByHop = map[string]bool{
 
 // addAppHeaders copies checked (name, value) pairs into h, which may already
 // hold Caddy's own headers. As behind reverse_proxy, the app's Server
-// replaces Caddy's and hop-by-hop headers are dropped, except that
+// replaces Caddy's and hop-by-hop headers are dropped, those the app's
+// Connection header names too (RFC 9110 §7.6.1), except that
 // "Connection: close" is honoured (Go closes the connection after this
-// response, as gunicorn and uvicorn do). A repeated Content-Length is sent
-// once, as the bare number.
+// response, as uvicorn does). A repeated Content-Length is sent once, as
+// the bare number.
 func addAppHeaders(h http.Header, kv []C.cs_str) {
 	// Two allocations per response rather than three per header: the values
 	// are copied into one buffer, and each name's first value gets its
@@ -126,6 +127,7 @@ func addAppHeaders(h http.Header, kv []C.cs_str) {
 	buf := make([]byte, 0, size)
 	slots := make([]string, len(kv)/2)
 	server := false
+	var named []string // the values of the app's Connection headers
 	for i := 0; i < len(kv); i += 2 {
 		key, val := headerKey(cstr(kv[i])), cstr(kv[i+1])
 		switch {
@@ -133,6 +135,7 @@ func addAppHeaders(h http.Header, kv []C.cs_str) {
 			if httpguts.HeaderValuesContainsToken([]string{val}, "close") {
 				h[key] = []string{"close"}
 			}
+			named = append(named, val)
 			continue
 		case key == "Content-Length":
 			if len(h[key]) > 0 {
@@ -158,6 +161,19 @@ func addAppHeaders(h http.Header, kv []C.cs_str) {
 			h[key] = slot
 		} else {
 			h[key] = append(h[key], val)
+		}
+	}
+	for _, v := range named {
+		dropConnectionOptions(h, v)
+	}
+}
+
+// dropConnectionOptions removes the headers a Connection value names: they
+// describe the connection, not the response. "close" stays (see above).
+func dropConnectionOptions(h http.Header, v string) {
+	for _, name := range strings.Split(v, ",") {
+		if k := http.CanonicalHeaderKey(strings.TrimSpace(name)); k != "" && k != "Close" && k != "Connection" {
+			delete(h, k)
 		}
 	}
 }

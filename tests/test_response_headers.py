@@ -48,8 +48,18 @@ def test_hop_by_hop_headers_from_the_app_are_dropped(get):
     assert r.headers["x-kept"] == "yes"
 
 
+def test_headers_named_by_the_apps_connection_header_are_dropped(get):
+    """RFC 9110 §7.6.1: what Connection names describes the connection;
+    reverse_proxy drops it from an upstream's response."""
+    r = get("Content-Type:text/plain", "Connection:X-Secret, x-other", "X-Secret:1", "X-Other:2", "X-Kept:yes")
+    assert r.status_code == 200 and r.content == BODY
+    assert "x-secret" not in r.headers and "x-other" not in r.headers
+    assert r.headers["x-kept"] == "yes"
+
+
 def test_connection_close_from_the_app_closes_the_connection(get):
-    """As gunicorn and uvicorn do: the response says close, and it is so."""
+    """As uvicorn does (gunicorn keeps the connection): the response says
+    close, and it is so."""
     s = socket.create_connection(("127.0.0.1", get.server.port), timeout=10)
     try:
         s.sendall(f"GET {get.path}?h=Connection:close&h=Content-Length:{len(BODY)} HTTP/1.1\r\n"

@@ -422,6 +422,17 @@ def test_invalid_status_or_header_rejected(raw_server, kind):
     assert_still_serving(raw_server)
 
 
+@pytest.mark.parametrize("code", [100, 103])
+def test_a_status_out_of_range_is_500_naming_it(raw_server, code):
+    """1xx responses are the server's to send (Go's range is 200-999): a
+    clean 500, and the log says which code and what is allowed."""
+    mark = raw_server.log_mark()
+    resp = raw_server.raw(req(f"/status?code={code}&body=1"))
+    assert resp.status == 500, resp.raw[:300]
+    raw_server.wait_for_log(f"invalid response status code {code}: must be 200-999", since=mark)
+    assert_still_serving(raw_server)
+
+
 def test_headers_given_as_a_tuple_are_taken_as_gunicorn_does(raw_server):
     r = httpx.get(raw_server.url("/headers_as?as=tuple"), timeout=10)
     assert r.status_code == 200, r.text[:300]
