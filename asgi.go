@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -402,7 +403,14 @@ func (rq *asgiRequest) commit() {
 	rq.sent = true
 	h := rq.w.Header()
 	for k, v := range rq.header {
-		h[k] = v
+		// Added to what Caddy's `header` directive set, as reverse_proxy
+		// adds an upstream's headers (and as WSGI's addAppHeaders does);
+		// the app's Server replaces Caddy's.
+		if k == "Server" || len(h[k]) == 0 {
+			h[k] = v
+		} else {
+			h[k] = slices.Concat(h[k], v) // a new slice: Caddy's may be shared
+		}
 	}
 	finishHeaders(h, rq.r, rq.status, rq.bodyLeft == 0)
 	if cl := h.Get("Content-Length"); cl != "" {

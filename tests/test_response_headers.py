@@ -8,6 +8,8 @@ import socket
 import httpx
 import pytest
 
+from conftest import ASGI_RAW_DIR, RAW_APP_DIR, asgi_block, python_block
+
 BODY = b"<!DOCTYPE html><html><body>no type was set</body></html>"
 
 BRIDGES = [("raw_server", "/set_headers"), ("asgi_server", "/set-headers")]
@@ -114,3 +116,23 @@ def test_a_refused_header_is_named_in_the_log(get, header, why):
     name, value = header.split(":", 1)
     log = get.server.wait_for_log("invalid response header", since=mark)
     assert f"invalid response header {name!r}: {value!r}: {why}" in log, log[-2000:]
+
+
+def test_caddys_header_directive_and_the_apps_header_are_both_sent(start_caddy):
+    """`header` before python sets a header the app also sets: both values go
+    out, as through reverse_proxy (which adds the upstream's); ASGI replaced
+    Caddy's value with the app's."""
+    sites = ("http://:@PORT@ {\n\theader Cache-Control no-store\n\theader X-Site a\n"
+             "\thandle_path /w/* {\n" + python_block("rawapp:app", RAW_APP_DIR, venv=False, indent="\t\t")
+             + "\n\t}\n\thandle_path /a/* {\n" + asgi_block("asgiapp:app", ASGI_RAW_DIR, indent="\t\t")
+             + "\n\t}\n}\n")
+    srv = start_caddy("header-directive", sites=sites)
+    try:
+        for path in ("/w/set_headers", "/a/set-headers"):
+            r = httpx.get(srv.url(path), params=[("h", "Cache-Control:max-age=60"), ("h", "Content-Type:text/plain")],
+                          timeout=10)
+            assert r.status_code == 200, (path, r.text[:200])
+            assert r.headers.get_list("cache-control") == ["no-store", "max-age=60"], path
+            assert r.headers["x-site"] == "a", path
+    finally:
+        srv.stop()
