@@ -264,6 +264,9 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 		return C.CS_ERR_BAD_STATE
 	}
 	if status != 0 {
+		if rq.left() {
+			return C.CS_ERR_CLIENT_GONE // serve logs the 499
+		}
 		if code := rq.start(int(status), unsafe.Slice(hdrs, int(nh)*2), int64(clen)); code != C.CS_OK {
 			return code
 		}

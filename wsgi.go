@@ -48,6 +48,8 @@ type request struct {
 	// Caddy answers itself (refusal): the handler error ServeHTTP returns.
 	refused  error
 	consumed int64 // body bytes given to the app
+	// uploadLost: a body read failed because the client left (left).
+	uploadLost bool
 	// spool: the body, drained to disk while the request waited for a
 	// thread (spoolIfWaiting); nil when the app reads r.Body itself.
 	spool *spooledBody
@@ -61,7 +63,7 @@ func newRequest(w http.ResponseWriter, r *http.Request) *request {
 	rq := requestPool.Get().(*request)
 	rq.w, rq.r = w, r
 	rq.status, rq.body, rq.aborted, rq.rc = 0, bodyLimit{length: -1}, false, nil
-	rq.ahead, rq.aheadErr, rq.whole, rq.refused, rq.consumed = nil, nil, false, nil, 0
+	rq.ahead, rq.aheadErr, rq.whole, rq.refused, rq.consumed, rq.uploadLost = nil, nil, false, nil, 0, false
 	return rq
 }
 
@@ -163,8 +165,19 @@ func (rq *request) readFailed(err error) error {
 		} else {
 			rq.aborted = true
 		}
+	} else {
+		rq.uploadLost = true
 	}
 	return err
+}
+
+// left says whether the client went away during its upload (and Go then
+// cancelled the request): an answer the app makes anyway reaches nobody,
+// and is logged as a 499, as reverse_proxy logs it, not as a 200 that was
+// never sent. Not for every cancelled request: Go also cancels one whose
+// client only half-closed after sending it, which may still read the answer.
+func (rq *request) left() bool {
+	return rq.uploadLost && rq.r.Context().Err() != nil
 }
 
 // refusal is the handler error a failed body read makes of the response,
@@ -259,8 +272,12 @@ func (w *worker) serve(ts C.cs_tstate, rq *request) {
 		}
 	}
 	if rq.status == 0 && !rq.aborted && rq.refused == nil {
-		// The driver always answers; this is the last line of defence.
-		rq.w.WriteHeader(http.StatusInternalServerError)
+		if rq.left() {
+			rq.w.WriteHeader(499) // logged as reverse_proxy logs it (cs_go_send sent nothing)
+		} else {
+			// The driver always answers; this is the last line of defence.
+			rq.w.WriteHeader(http.StatusInternalServerError)
+		}
 	}
 	w.cur = nil
 }

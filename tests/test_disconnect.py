@@ -42,3 +42,41 @@ def test_many_disconnects_do_not_leak_threads(raw_server):
     r = httpx.get(raw_server.url("/hello"), timeout=10)
     assert r.status_code == 200
     assert time.monotonic() - t0 < 2.0
+
+
+SWALLOW_APP = '''
+def app(environ, start_response):
+    try:
+        environ["wsgi.input"].read()
+    except OSError:
+        pass  # the client left mid-upload; the app answers anyway
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"answered anyway"]
+'''
+
+
+def test_an_answer_to_a_client_that_left_mid_upload_is_logged_as_499(start_caddy, tmp_path):
+    """As reverse_proxy logs it (and the ASGI bridge): not as a 200 that was
+    never sent. The app's send raises ClientDisconnected, which the driver
+    does not log as the app's error."""
+    import socket
+
+    from conftest import python_block
+
+    app_dir = tmp_path / "swallow"
+    app_dir.mkdir()
+    (app_dir / "swallow.py").write_text(SWALLOW_APP)
+    srv = start_caddy("swallow", sites="http://:@PORT@ {\n\tlog\n" + python_block("swallow:app", app_dir, venv=False)
+                      + "\n}\n")
+    try:
+        mark = srv.log_mark()
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n" + b"x" * 20000)
+        time.sleep(0.2)
+        s.close()
+        line = srv.wait_for_log('"uri": "/up"', since=mark)
+        assert '"status": 499' in line, line
+        assert "error in WSGI app" not in srv.log_since(mark)
+        assert httpx.get(srv.url("/again"), timeout=10).text == "answered anyway"
+    finally:
+        srv.stop()
