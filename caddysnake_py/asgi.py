@@ -177,6 +177,23 @@ def _client_left(exc, depth=0):
     return cause is not None and depth < 4 and _client_left(cause, depth + 1)
 
 
+def _release_frames(exc, depth=0):
+    """Clear the locals of the frames exc passed through (the task is over,
+    and so are they): an exception kept in a reference cycle (an anyio task
+    group holds the ones it collects) would otherwise keep what those frames
+    held until the cyclic GC runs. A streamed response's generator, left at
+    a yield when send() raised for a client that left, would hold its
+    `finally` (a database cursor, a lock) that long; uvicorn's send() does
+    not raise, and the generator runs to its end."""
+    seen = set()
+    while exc is not None and id(exc) not in seen and depth < 8:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        for sub in getattr(exc, "exceptions", ()) or ():  # exception groups
+            _release_frames(sub, depth + 1)
+        exc = exc.__cause__ or exc.__context__
+
+
 def _departure(exc):
     """Whether exc is how an app or its framework learns that the client
     left: send()'s OSError, a cancelled task (Django cancels the view), or
@@ -236,6 +253,7 @@ class _Exchange:
                     "error in ASGI app while serving %s\n%s"
                     % (self.what(), "".join(traceback.format_exception(type(e), e, e.__traceback__)))
                 )
+            _release_frames(e)
         finally:
             _conns.pop(self.handle, None)
             # Go's later events no longer reach this exchange: a task of the

@@ -167,6 +167,27 @@ def test_stream_idle_between_events_is_cancelled_when_the_client_leaves(fastapi_
     wait_until(cancelled, 5.0, interval=0.1, message="the idle stream's cancellation")
 
 
+def test_a_busy_stream_left_by_its_client_runs_its_finally_at_once(fastapi_server):
+    """send() raises for a client that left; the generator, left at a yield,
+    was held by the exception's frames in a reference cycle (anyio's task
+    group keeps the exceptions it collects) until the cyclic GC ran: its
+    finally (a cursor, a lock) waited that long. The driver clears those
+    frames when the request's task ends."""
+    key = f"busy{time.monotonic_ns()}"
+    with httpx.stream("GET", fastapi_server.url(f"/busy-stream/{key}"), timeout=15) as r:
+        got = 0
+        for piece in r.iter_raw():
+            got += len(piece)
+            if got > 100_000:
+                break
+
+    def finished():
+        v = httpx.get(fastapi_server.url(f"/idle-stream-status/{key}"), timeout=10).json()
+        return v if v["finally"] == "ran" else None
+
+    wait_until(finished, 2.0, interval=0.05, message="the busy stream's finally")
+
+
 def test_background_tasks(fastapi_server):
     key = f"bg{time.monotonic_ns()}"
     r = httpx.post(fastapi_server.url(f"/background/{key}"), timeout=10)

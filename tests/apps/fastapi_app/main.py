@@ -86,6 +86,22 @@ async def idle_stream(key: str):
     return StreamingResponse(gen(), media_type="text/plain")
 
 
+@app.get("/busy-stream/{key}")
+async def busy_stream(key: str):
+    """A stream that never waits between chunks (a big export): when its
+    client leaves, it is left at a yield, and its finally must run then,
+    not at the next cyclic garbage collection."""
+    async def gen():
+        IDLE_STREAMS[key] = "streaming"
+        try:
+            for _ in range(64 * 16):
+                yield b"y" * 65536
+        finally:
+            IDLE_STREAMS[key + "-finally"] = "ran"
+
+    return StreamingResponse(gen(), media_type="application/octet-stream")
+
+
 @app.get("/idle-stream-status/{key}")
 async def idle_stream_status(key: str):
     return {"state": IDLE_STREAMS.get(key), "finally": IDLE_STREAMS.get(key + "-finally")}
