@@ -178,13 +178,13 @@ def _client_left(exc, depth=0):
 
 
 def _release_frames(exc, depth=0):
-    """Clear the locals of the frames exc passed through (the task is over,
-    and so are they): an exception kept in a reference cycle (an anyio task
-    group holds the ones it collects) would otherwise keep what those frames
-    held until the cyclic GC runs. A streamed response's generator, left at
-    a yield when send() raised for a client that left, would hold its
-    `finally` (a database cursor, a lock) that long; uvicorn's send() does
-    not raise, and the generator runs to its end."""
+    """Clear the locals of the frames exc, raised because the client left,
+    passed through (the task is over, and so are they): kept in a reference
+    cycle (an anyio task group holds the exceptions it collects), they would
+    hold what they referenced until the cyclic GC runs. A streamed
+    response's generator, left at a yield when send() raised, would hold
+    its `finally` (a database cursor, a lock) that long; uvicorn's send()
+    does not raise, and the generator runs to its end."""
     seen = set()
     while exc is not None and id(exc) not in seen and depth < 8:
         seen.add(id(exc))
@@ -248,12 +248,13 @@ class _Exchange:
             # A client that left is routine (uvicorn logs nothing either):
             # frameworks re-raise send()'s ClientDisconnected, sometimes
             # wrapped in an exception group by anyio task groups.
-            if not (_client_left(e) or (self.gone() and _departure(e))):
+            if _client_left(e) or (self.gone() and _departure(e)):
+                _release_frames(e)
+            else:
                 logs.error(
                     "error in ASGI app while serving %s\n%s"
                     % (self.what(), "".join(traceback.format_exception(type(e), e, e.__traceback__)))
                 )
-            _release_frames(e)
         finally:
             _conns.pop(self.handle, None)
             # Go's later events no longer reach this exchange: a task of the
