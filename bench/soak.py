@@ -16,11 +16,12 @@ gc.collect()), response iterables not closed, tasks, event feeds and
 WebSockets still running.
 
 The first round warms up (imports, pools, caches). It fails (exit 1) if
-anything that must return to zero did not, if Python threads grew, or OS
-threads or fds by more than 4, or if
-Python blocks or RSS grew from the end of round 1 to the end of the last
-round by more than --max-blocks-growth / --max-rss-growth-mib, if wrk saw
-errors or non-2xx answers, or if a side client got an answer it should not.
+anything that must return to zero did not; if Python threads grew, or OS
+threads or fds by more than 4; if Python objects, blocks or RSS grew from
+the end of round 1 to the end of the last round by more than
+--max-objects-growth / --max-blocks-growth / --max-rss-growth-mib; if wrk
+saw errors or non-2xx answers; or if a side client got an answer it should
+not.
 """
 
 from __future__ import annotations
@@ -291,6 +292,8 @@ def main() -> int:
     ap.add_argument("--side", type=int, default=2, help="side clients (cleanup scenarios) running at once")
     ap.add_argument("--max-rss-growth-mib", type=float, default=32.0,
                     help="RSS growth allowed after round 1 (it moves by ~15 MiB between rounds: Go heap, malloc arenas)")
+    ap.add_argument("--max-objects-growth", type=int, default=500,
+                    help="objects the GC tracks allowed to grow after round 1 (measured: none)")
     ap.add_argument("--max-blocks-growth", type=int, default=20000,
                     help="Python memory blocks (sys.getallocatedblocks) allowed to grow after round 1")
     args = ap.parse_args()
@@ -345,6 +348,8 @@ def verdict(args, rows, wrks, sides, log: str) -> int:
     for k, slack in (("fds", 4), ("os_threads", 4), ("py_threads", 0)):
         if last[k] > first[k] + slack:
             fails.append(f"{k} grew {first[k]} -> {last[k]}")
+    if last["py_objects"] - first["py_objects"] > args.max_objects_growth:
+        fails.append(f"Python objects grew {first['py_objects']} -> {last['py_objects']}")
     if last["py_blocks"] - first["py_blocks"] > args.max_blocks_growth:
         fails.append(f"Python blocks grew {first['py_blocks']} -> {last['py_blocks']}")
     if last["rss_mib"] - first["rss_mib"] > args.max_rss_growth_mib:

@@ -177,21 +177,24 @@ def _client_left(exc, depth=0):
     return cause is not None and depth < 4 and _client_left(cause, depth + 1)
 
 
-def _release_frames(exc, depth=0):
+def _release_frames(exc):
     """Clear the locals of the frames exc, raised because the client left,
     passed through (the task is over, and so are they): kept in a reference
     cycle (an anyio task group holds the exceptions it collects), they would
     hold what they referenced until the cyclic GC runs. A streamed
     response's generator, left at a yield when send() raised, would hold
     its `finally` (a database cursor, a lock) that long; uvicorn's send()
-    does not raise, and the generator runs to its end."""
-    seen = set()
-    while exc is not None and id(exc) not in seen and depth < 8:
-        seen.add(id(exc))
-        traceback.clear_frames(exc.__traceback__)
-        for sub in getattr(exc, "exceptions", ()) or ():  # exception groups
-            _release_frames(sub, depth + 1)
-        exc = exc.__cause__ or exc.__context__
+    does not raise, and the generator runs to its end. Walks the exceptions
+    exc carries (group members, causes, contexts), each once."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:  # None, or a library's odd "exceptions"
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        todo.extend(getattr(e, "exceptions", None) or ())
+        todo += (e.__cause__, e.__context__)
 
 
 def _departure(exc):

@@ -1,12 +1,13 @@
 """A client that goes away mid-stream: the app's iterable is closed promptly."""
 
+import socket
 import time
 import uuid
 
 import httpx
 import pytest
 
-from conftest import read_events, read_first_chunk_and_close, wait_until
+from conftest import python_block, read_events, read_first_chunk_and_close, wait_until
 
 
 @pytest.mark.parametrize("kind,event", [("stream", "closed"), ("genstream", "gen-finally")])
@@ -59,10 +60,6 @@ def test_an_answer_to_a_client_that_left_mid_upload_is_logged_as_499(start_caddy
     """As reverse_proxy logs it (and the ASGI bridge): not as a 200 that was
     never sent. The app's send raises ClientDisconnected, which the driver
     does not log as the app's error."""
-    import socket
-
-    from conftest import python_block
-
     app_dir = tmp_path / "swallow"
     app_dir.mkdir()
     (app_dir / "swallow.py").write_text(SWALLOW_APP)
