@@ -538,7 +538,9 @@ static int header_item(PyObject *s, cs_str *out) {
  * One crossing sends the headers together with the first body chunk.
  * GIL: held in/out; released while Go writes, or while a streamed chunk
  * waits for room in Go's queue (it is copied into it with the GIL held: that
- * never blocks, and saves a GIL hand-off per chunk). */
+ * never blocks, and saves a GIL hand-off per chunk).
+ * owns: a large last chunk (bytes) may gain a reference that Go holds until
+ * it has written it, then hands back (cs_tail_done). */
 #define CS_STACK_HEADERS 32
 static PyObject *request_send(RequestObject *self, PyObject *const *args,
                               Py_ssize_t nargs) {
@@ -612,20 +614,44 @@ static PyObject *request_send(RequestObject *self, PyObject *const *args,
             WSGI_END_ALLOW_THREADS
         }
     } else {
-        /* A response's first write, small and unflushed (a one-chunk list,
-         * or a chunk that completes the declared Content-Length, after which
-         * cs_go_send skips the flush: Flask's; not so for a status without a
-         * body, whose bytes Go drops and still flushes), only fills Go's
-         * response buffer: it never waits for the client, so the GIL stays.
-         * One GIL round trip less per such response, and next to a busy ASGI
-         * loop one hand-over less (loop_hand_over_gil). */
-        int keep_gil = status != 0 && body.len <= CS_SMALL_FIRST_WRITE &&
-                       (!flush || (clen == body.len && status != 204 && status != 304));
-        PyThreadState *save = keep_gil ? NULL : PyEval_SaveThread();
-        rc = cs_go_send(self->h, status, hdrs, (size_t)nh, clen, (char *)body.buf,
-                        (size_t)body.len, flush);
-        if (save != NULL) {
-            wsgi_take_gil(save);
+        int started = 0; /* Go sent the headers but refused the tail */
+        rc = CS_TAIL_REFUSED;
+        if (PyBytes_CheckExact(args[2]) && body.len >= CS_ZERO_COPY_MIN &&
+            (!flush || (status != 0 && clen == body.len))) {
+            /* The response's last chunk (a one-chunk list, the end of the
+             * body, a first chunk that completes the declared
+             * Content-Length: Flask's, Django's), large and immutable: Go
+             * keeps it to write from the request's own goroutine, and this
+             * thread is free for the next request at once, however slow
+             * the client (cs_tail_done). Go does not block meanwhile, so
+             * the GIL stays. */
+            rc = cs_go_send(self->h, status, hdrs, (size_t)nh, clen, (char *)body.buf,
+                            (size_t)body.len, flush, args[2]);
+            if (rc == CS_TAIL_KEPT) {
+                Py_INCREF(args[2]); /* Go's, until it hands it back */
+                rc = CS_OK;
+            } else if (rc == CS_TAIL_REFUSED) {
+                started = status != 0; /* write it here, after the headers */
+            }
+        }
+        if (rc == CS_TAIL_REFUSED) {
+            /* A response's first write, small and unflushed (a one-chunk
+             * list, or a chunk that completes the declared Content-Length,
+             * after which cs_go_send skips the flush: Flask's; not so for a
+             * status without a body, whose bytes Go drops and still
+             * flushes), only fills Go's response buffer: it never waits for
+             * the client, so the GIL stays. One GIL round trip less per such
+             * response, and next to a busy ASGI loop one hand-over less
+             * (loop_hand_over_gil). */
+            int st = started ? 0 : status;
+            int keep_gil = st != 0 && body.len <= CS_SMALL_FIRST_WRITE &&
+                           (!flush || (clen == body.len && st != 204 && st != 304));
+            PyThreadState *save = keep_gil ? NULL : PyEval_SaveThread();
+            rc = cs_go_send(self->h, st, hdrs, (size_t)nh, clen, (char *)body.buf,
+                            (size_t)body.len, flush, NULL);
+            if (save != NULL) {
+                wsgi_take_gil(save);
+            }
         }
     }
     self->busy = 0;
@@ -1996,6 +2022,59 @@ void cs_release(cs_obj obj) {
 /* 4. workers and requests                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* Tails Go has written (cs_tail_done), each holding the reference C gave Go
+ * (request_send), waiting for a thread with the GIL to drop it. An array
+ * under a mutex: Go adds one per large response, a WSGI thread takes them all
+ * at the end of its request (drop_tails). */
+static pthread_mutex_t g_tails_mu = PTHREAD_MUTEX_INITIALIZER;
+static PyObject **g_tails;
+static size_t g_tails_n, g_tails_cap;
+static atomic_size_t g_tails_waiting; /* g_tails_n, for a look without the lock */
+
+void cs_tail_done(cs_obj obj) {
+    pthread_mutex_lock(&g_tails_mu);
+    if (g_tails_n == g_tails_cap) {
+        size_t cap = g_tails_cap ? 2 * g_tails_cap : 64;
+        PyObject **a = realloc(g_tails, cap * sizeof *a);
+        if (a == NULL) {
+            pthread_mutex_unlock(&g_tails_mu);
+            cs_release(obj); /* no room to wait in: drop it now, with the GIL */
+            return;
+        }
+        g_tails = a;
+        g_tails_cap = cap;
+    }
+    g_tails[g_tails_n++] = (PyObject *)obj;
+    atomic_store_explicit(&g_tails_waiting, g_tails_n, memory_order_relaxed);
+    pthread_mutex_unlock(&g_tails_mu);
+}
+
+/* Drop the references of the tails Go has written, in batches taken under the
+ * lock and dropped outside it. GIL: held in/out. */
+static void drop_tails(void) {
+    PyObject *batch[64];
+    while (atomic_load_explicit(&g_tails_waiting, memory_order_relaxed) != 0) {
+        pthread_mutex_lock(&g_tails_mu);
+        size_t n = g_tails_n < 64 ? g_tails_n : 64;
+        g_tails_n -= n;
+        memcpy(batch, g_tails + g_tails_n, n * sizeof *batch);
+        atomic_store_explicit(&g_tails_waiting, g_tails_n, memory_order_relaxed);
+        pthread_mutex_unlock(&g_tails_mu);
+        for (size_t i = 0; i < n; i++) {
+            Py_DECREF(batch[i]);
+        }
+    }
+}
+
+void cs_tail_sweep(void) {
+    if (atomic_load_explicit(&g_tails_waiting, memory_order_relaxed) == 0) {
+        return; /* a WSGI thread dropped them already */
+    }
+    PyGILState_STATE g = PyGILState_Ensure();
+    drop_tails();
+    PyGILState_Release(g);
+}
+
 cs_tstate cs_thread_attach(void) {
     /* PyGILState_Ensure creates this OS thread's thread state (counter 1) so
      * PyGILState_Check and threading.local work for code the app runs here. */
@@ -2084,6 +2163,7 @@ void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
     Py_XDECREF((PyObject *)req);
     Py_XDECREF(input);
     Py_XDECREF(environ);
+    drop_tails(); /* earlier requests' written tails: this thread holds the GIL anyway */
     PyEval_SaveThread();
 }
 

@@ -294,6 +294,9 @@ func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	case err != nil:
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
+	// The worker is free: what is left of the response is written here.
+	rq.finishWrites()
+	rq.cutShort()
 	if rq.refused != nil {
 		// The app's answer to a cut-off body was refused (start).
 		return rq.refused

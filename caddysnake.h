@@ -34,6 +34,8 @@ enum {
     CS_OK = 0,
     CS_OK_FLUSH = 1,           /* queued as the first message since the last flush: flush soon */
     CS_STREAM_WAIT = 2,        /* queued, and the queue is full: wait (cs_go_stream_wait) */
+    CS_TAIL_KEPT = 3,          /* cs_go_send kept the last chunk to write later: see cs_tail_done */
+    CS_TAIL_REFUSED = 4,       /* cs_go_send started the response but will not keep the chunk */
     CS_ERR_CLIENT_GONE = -1,   /* client disconnected: ClientDisconnected (OSError) */
     CS_ERR_BAD_HEADER = -2,    /* invalid response header name/value: ValueError */
     CS_ERR_BAD_STATE = -3,     /* call out of order (e.g. body before headers): RuntimeError */
@@ -106,6 +108,20 @@ void cs_thread_detach(cs_tstate ts);
  * _cgo_export.h). GIL: not held in/out. */
 void cs_wsgi_handle(cs_tstate ts, cs_obj app, const char *env, size_t env_len,
                     uintptr_t handle, int has_body, const char *body, size_t body_len);
+
+/* WSGI tails. A response's last chunk, a bytes object of CS_ZERO_COPY_MIN
+ * bytes or more, is not written by the app's thread: cs_go_send keeps a view
+ * of it (CS_TAIL_KEPT), C adds a reference to the object for Go, and the
+ * thread is free for the next request while the request's own goroutine
+ * writes it to the client (a slow client holds no thread; tails.go).
+ * Once written, Go hands the reference back with cs_tail_done. The
+ * reference is dropped by the next WSGI request's thread, which holds the
+ * GIL anyway, or by cs_tail_sweep if none comes soon.
+ * cs_tail_done: any thread, no GIL; owns: takes over obj's reference.
+ * cs_tail_sweep: any thread, no GIL; takes the GIL only if a reference
+ * is waiting. */
+void cs_tail_done(cs_obj obj);
+void cs_tail_sweep(void);
 
 /* ------------------------------------------------------------------------
  * ASGI. One asyncio loop per interpreter runs on its own Python thread, and

@@ -1,10 +1,12 @@
 package caddysnake
 
-// The functions in this file are called from C (caddysnake.c) with the GIL
-// released, on a worker's OS thread, while that worker serves a request.
-// They must never panic across the C boundary: each validates its handle and
-// recovers. Pointers they receive point into C/Python memory that stays valid
-// only for the duration of the call; whatever Go keeps, it copies.
+// The functions in this file are called from C (caddysnake.c) on a worker's
+// OS thread, while that worker serves a request, with the GIL released
+// unless a function says otherwise. They must never panic across the C
+// boundary: each validates its handle and recovers. Pointers they receive
+// point into C/Python memory that stays valid only for the duration of the
+// call; whatever Go keeps, it copies, but for a tail (cs_go_send), whose
+// bytes object C keeps alive for Go with a reference.
 
 // #include "caddysnake.h"
 import "C"
@@ -14,6 +16,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"unsafe"
@@ -255,9 +258,15 @@ func finishHeaders(h http.Header, r *http.Request, status int, bodyDone bool) {
 // (4.2-4.3k against 3.6-4.0k).
 const yieldWrite = 768 << 10
 
+// tail: nil, or the bytes object body points into, when it is the
+// response's last chunk and C holds the GIL: it is kept, to be written once
+// the worker is free (CS_TAIL_KEPT, tails.go), unless over tailBudget
+// (CS_TAIL_REFUSED, after sending the status: C then calls again with status
+// 0 and without the GIL). Nothing may block then.
+//
 //export cs_go_send
 func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C.longlong,
-	body *C.char, blen C.size_t, flush C.int) (rc C.long) {
+	body *C.char, blen C.size_t, flush C.int, tail C.cs_obj) (rc C.long) {
 	defer recoverTo(&rc)
 	w, rq := current(h)
 	if rq == nil {
@@ -272,6 +281,15 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 		}
 	} else if rq.status == 0 {
 		return C.CS_ERR_BAD_STATE
+	}
+	if tail != nil {
+		switch {
+		case !bodyAllowed(rq.status):
+			return C.CS_OK // Go drops a 204's or 304's body: nothing to keep
+		case rq.r.Context().Err() != nil:
+			return C.CS_ERR_CLIENT_GONE
+		}
+		return rq.keepTail(tail, cbytes(body, blen))
 	}
 	// From here on the thread may block on the client (a full socket).
 	w.inIO.Store(true)
@@ -288,7 +306,7 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 		}
 		// The writer copies (bufio) or sends the bytes before returning, so
 		// passing a view of the Python bytes object needs no copy here.
-		if err := rq.body.write(rq.w, rq.r, unsafe.Slice((*byte)(unsafe.Pointer(body)), int(blen))); err != nil {
+		if err := rq.body.write(rq.w, rq.r, cbytes(body, blen)); err != nil {
 			return writeErr(err)
 		}
 	}
@@ -353,7 +371,11 @@ type bodyLimit struct {
 // dropped (and logged once), as gunicorn does, so an app that miscounts still
 // delivers the response it promised instead of a broken connection.
 func (l *bodyLimit) write(w http.ResponseWriter, r *http.Request, b []byte) error {
-	b = l.clip(b)
+	return l.send(w, r, l.clip(b))
+}
+
+// send writes b, clipped and counted already.
+func (l *bodyLimit) send(w http.ResponseWriter, r *http.Request, b []byte) error {
 	if len(b) > caddyhttp.DefaultMaxWriteChunk && !l.wide {
 		l.wide = true
 		widenWriteChunk(r)
@@ -395,44 +417,44 @@ func writeErr(err error) C.long {
 //export cs_go_sendfile
 func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.longlong) {
 	defer recoverTo(&rc)
-	w, rq := current(h)
-	if rq == nil || rq.status == 0 {
+	_, rq := current(h)
+	if rq == nil || rq.status == 0 || rq.tailObj != nil || rq.tailFile != nil {
 		return C.CS_ERR_BAD_STATE
 	}
 	if !bodyAllowed(rq.status) || count == 0 {
 		return 0
 	}
-	w.inIO.Store(true)
-	defer w.inIO.Store(false)
-	if err := rq.ownWriter(); err != nil {
-		return C.longlong(writeErr(err))
+	if rq.r.Context().Err() != nil {
+		return C.CS_ERR_CLIENT_GONE
 	}
-	if count < 0 || count >= yieldWrite {
-		w.yield() // as for a large chunk in cs_go_send
-	}
-	// Python keeps its descriptor; Go sends from a duplicate it owns.
-	dup, err := syscall.Dup(int(fd))
+	// Python keeps its descriptor (the app may close it as soon as this
+	// returns); Go sends from a file of its own once the worker is free
+	// (finishWrites, tails.go), so a slow client holds no thread.
+	f, err := reopen(int(fd))
 	if err != nil {
 		return C.CS_ERR_IO
 	}
-	f := os.NewFile(uintptr(dup), "wsgi.file_wrapper")
-	defer f.Close()
 	if _, err := f.Seek(int64(offset), io.SeekStart); err != nil {
+		f.Close()
 		return C.CS_ERR_IO
 	}
-	var src io.Reader = f
-	if count > 0 {
-		src = &io.LimitedReader{R: f, N: int64(count)}
+	rq.keepFile(f, int64(count))
+	return C.longlong(count) // to be sent: a short file is found out then (short)
+}
+
+// reopen opens the file behind fd anew, with an offset of its own: a
+// duplicate would share the app's, and an app that serves one open file
+// object to several requests at once would see them move each other's.
+// Falls back to a duplicate where /proc is not mounted.
+func reopen(fd int) (*os.File, error) {
+	if f, err := os.Open("/proc/self/fd/" + strconv.Itoa(fd)); err == nil {
+		return f, nil
 	}
-	// io.Copy reaches the connection's ReadFrom, i.e. sendfile(2), when the
-	// response has a Content-Length and no encoder sits in between.
-	widenWriteChunk(rq.r)
-	n, err := io.Copy(rq.w, src)
-	rq.body.written += n
+	dup, err := syscall.Dup(fd)
 	if err != nil {
-		return C.longlong(writeErr(err))
+		return nil, err
 	}
-	return C.longlong(n)
+	return os.NewFile(uintptr(dup), "wsgi.file_wrapper"), nil
 }
 
 //export cs_go_abort

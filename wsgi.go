@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -53,6 +54,15 @@ type request struct {
 	// spool: the body, drained to disk while the request waited for a
 	// thread (spoolIfWaiting); nil when the app reads r.Body itself.
 	spool *spooledBody
+	// What finishWrites writes once the worker is free (tails.go): a last
+	// chunk (tail, a view of the bytes object tailObj, whose reference Go
+	// holds; tailSize of it counts against tailBudget), or a file's
+	// tailFileN bytes (-1: to its end).
+	tail      []byte
+	tailObj   C.cs_obj
+	tailSize  int64
+	tailFile  *os.File
+	tailFileN int64
 }
 
 var requestPool = sync.Pool{New: func() any {
@@ -228,6 +238,24 @@ func (rq *request) flush() error {
 	return rq.rc.Flush()
 }
 
+// cutShort makes a response shorter than its declared Content-Length end as
+// reverse_proxy ends a short upstream body: the client gets what was sent,
+// then sees truncation (HTTP/2: a reset stream; Go's HTTP/1 server closes the
+// connection), not a response that ends as if it were whole. After
+// finishWrites.
+func (rq *request) cutShort() {
+	if rq.aborted || !rq.body.short(rq.r, rq.status) { // (false before a status: no body allowed)
+		return
+	}
+	_ = rq.flush()
+	rq.aborted = true
+	if rq.r.Context().Err() == nil { // else the client left: not the app's doing
+		pyLogger.Warn("python app wrote less than its Content-Length; response cut off",
+			zap.Int64("content_length", rq.body.length), zap.Int64("written", rq.body.written),
+			zap.String("path", rq.r.URL.Path))
+	}
+}
+
 func (rq *request) release() {
 	if rq.spool != nil {
 		rq.spool.Close()
@@ -235,6 +263,7 @@ func (rq *request) release() {
 	}
 	rq.w, rq.r, rq.rc = nil, nil, nil
 	rq.ahead, rq.aheadErr = nil, nil
+	rq.tail, rq.tailObj, rq.tailFile = nil, nil, nil // (finishWrites took them)
 	requestPool.Put(rq)
 }
 
@@ -254,23 +283,8 @@ func (w *worker) serve(ts C.cs_tstate, rq *request) {
 	// for the call only.
 	C.cs_wsgi_handle(ts, w.pool.app.obj, (*C.char)(unsafe.Pointer(unsafe.SliceData(w.env))),
 		C.size_t(len(w.env)), C.uintptr_t(w.handle), withBody, body, C.size_t(len(rq.ahead)))
-	if rq.streaming { // what the app streamed goes out before the request ends
-		rq.stream.stop()
-		rq.streaming = false
-	}
-	if !rq.aborted && rq.body.short(rq.r, rq.status) { // (false before a status: no body allowed)
-		// As reverse_proxy treats a short upstream body: the client gets
-		// what was sent, then sees truncation (HTTP/2: a reset stream; Go's
-		// HTTP/1 server closes the connection), not a response that ends as
-		// if it were whole.
-		_ = rq.flush()
-		rq.aborted = true
-		if rq.r.Context().Err() == nil { // else the client left: not the app's doing
-			pyLogger.Warn("python app wrote less than its Content-Length; response cut off",
-				zap.Int64("content_length", rq.body.length), zap.Int64("written", rq.body.written),
-				zap.String("path", rq.r.URL.Path))
-		}
-	}
+	// What the app streamed or left as its tail is written by ServeHTTP,
+	// once this thread is free (finishWrites).
 	if rq.status == 0 && !rq.aborted && rq.refused == nil {
 		if rq.left() {
 			rq.w.WriteHeader(499) // logged as reverse_proxy logs it (cs_go_send sent nothing)

@@ -176,6 +176,21 @@ func TestServeHTTP(t *testing.T) {
 	if rec := serve("GET", "/after-error", ""); rec.Code != 200 {
 		t.Errorf("the app must keep serving after an error: %d", rec.Code)
 	}
+
+	// A large last chunk is written after the worker is done (kept), or by
+	// the worker when kept ones would pass tailBudget (refused): the same
+	// response either way, and nothing left counted against the budget.
+	defer func(b int64) { tailBudget = b }(tailBudget)
+	for _, budget := range []int64{1 << 30, 50_000} {
+		tailBudget = budget
+		rec := serve("GET", "/big", "")
+		if rec.Code != 200 || rec.Body.String() != strings.Repeat("t", 100_000) {
+			t.Errorf("big (budget %d): %d, %d bytes", budget, rec.Code, rec.Body.Len())
+		}
+		if n := tailBytes.Load(); n != 0 {
+			t.Errorf("big (budget %d): %d bytes still counted as kept", budget, n)
+		}
+	}
 }
 
 func TestProvisionImportError(t *testing.T) {

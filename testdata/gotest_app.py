@@ -8,6 +8,10 @@ def app(environ, start_response):
     if path == "/badlen":
         start_response("200 OK", [("Set-Cookie", "leak=1"), ("Content-Length", "abc")])
         return [b"x"]
+    if path == "/big":  # a last chunk large enough to be a tail (tails.go)
+        body = b"t" * 100_000
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return (b for b in (body,))
     if path == "/echo":
         body = environ["wsgi.input"].read()
         start_response("201 Created", [("Content-Type", "application/octet-stream")])

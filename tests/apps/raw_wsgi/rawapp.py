@@ -401,6 +401,42 @@ def big_one(environ, start_response):
     return [b"b" * size]
 
 
+# One bytes object per size, served by /tail: its reference count shows how
+# many responses Go still holds by reference (/tail-refs).
+TAILS = {}
+
+
+def _tail_body(environ):
+    mb = min(int(qs(environ).get("mb", "8")), 64)
+    body = TAILS.get(mb)
+    if body is None:
+        body = TAILS[mb] = hashlib.sha256(str(mb).encode()).digest() * (mb << 15)
+    return body
+
+
+def tail(environ, start_response):
+    """A large last chunk: shape=list ([body], no Content-Length), cl (a
+    generator of the body, with its Content-Length: Flask's and Django's
+    shape) or stream (a small chunk first: the large one is then flushed as
+    a streamed chunk, not a tail)."""
+    body = _tail_body(environ)
+    shape = qs(environ).get("shape", "list")
+    headers = [("Content-Type", "application/octet-stream")]
+    if shape == "cl":
+        headers.append(("Content-Length", str(len(body))))
+    start_response("200 OK", headers)
+    if shape == "list":
+        return [body]
+    if shape == "cl":
+        return (b for b in (body,))
+    return iter([b"first", body])
+
+
+def tail_refs(environ, start_response):
+    """The served body's references beyond TAILS's and getrefcount's own."""
+    return respond_text(start_response, str(sys.getrefcount(_tail_body(environ)) - 2))
+
+
 def firehose_progress(environ, start_response):
     return respond_text(start_response, str(FIREHOSE.get(qs(environ).get("id", ""), -1)))
 
@@ -772,6 +808,8 @@ ROUTES = {
     "/stream": stream,
     "/big": big,
     "/big-one": big_one,
+    "/tail": tail,
+    "/tail-refs": tail_refs,
     "/firehose": firehose,
     "/mixed-chunks": mixed_chunks,
     "/firehose-progress": firehose_progress,
