@@ -350,6 +350,12 @@ func (rq *request) start(status int, kv []C.cs_str, clen int64) C.long {
 	return C.CS_OK
 }
 
+// cbytes views C memory as a byte slice without copying (valid while C
+// keeps it: for the call only, unless it is a tail).
+func cbytes(p *C.char, n C.size_t) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n))
+}
+
 // cstr views a cs_str as a string without copying (valid for the call only).
 func cstr(s C.cs_str) string {
 	return unsafe.String((*byte)(unsafe.Pointer(s.p)), int(s.n))

@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
-	"unsafe"
 )
 
 // Tails: what is left to write of a WSGI response once the app has made all
@@ -43,7 +42,9 @@ const tailSweepDelay = 50 * time.Millisecond
 var tailSweepArmed atomic.Bool
 
 // keepTail keeps b, a view of the bytes object obj (C's), to be written by
-// finishWrites. The caller holds the GIL: this must not block.
+// finishWrites. The caller holds the GIL: this must not block. Nothing is
+// written after a tail: the driver sends it last, and once a declared
+// Content-Length is complete, later chunks are clipped to nothing.
 func (rq *request) keepTail(obj C.cs_obj, b []byte) C.long {
 	if rq.tailObj != nil || rq.tailFile != nil {
 		return C.CS_TAIL_REFUSED // (never: a tail is the last thing sent)
@@ -109,9 +110,4 @@ func releaseTail(obj C.cs_obj, n int64) {
 			C.cs_tail_sweep()
 		})
 	}
-}
-
-// cbytes views C memory as a byte slice (valid while C keeps it).
-func cbytes(p *C.char, n C.size_t) []byte {
-	return unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n))
 }

@@ -383,13 +383,13 @@ def test_small_chunks_yielded_together_share_writes(raw_server):
 
 @pytest.mark.parametrize("h2", [False, True], ids=["http1", "h2c"])
 def test_streamed_chunks_of_every_size_arrive_intact(raw_server, h2):
-    """Chunks queued for the writer (small), written directly (128 KiB and
+    """Chunks queued for the writer (small), written directly (32 KiB and
     more) and both mixed in one response reach the client whole, over
     HTTP/1.1 and HTTP/2."""
     if h2:
         pytest.importorskip("h2", reason="h2 package (httpx[http2]) not installed")
     with httpx.Client(http1=not h2, http2=h2, timeout=60) as c:
-        for size, total in [(10, 100_000), (1000, 20_000_000), (200_000, 20_000_000)]:
+        for size, total in [(10, 100_000), (1000, 20_000_000), (40_000, 20_000_000), (200_000, 20_000_000)]:
             r = c.get(raw_server.url(f"/firehose?size={size}&total={total}"))
             assert r.status_code == 200 and r.http_version == ("HTTP/2" if h2 else "HTTP/1.1")
             assert r.content == (b"x" * (size - 1) + b"\n") * (total // size), (size, len(r.content))
