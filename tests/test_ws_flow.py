@@ -56,7 +56,7 @@ def test_slow_reader_slows_the_app(ws_server):
 def test_small_messages_to_a_slow_reader_are_bounded(ws_server):
     """send() of small messages returns at once while little is queued (as
     under uvicorn), but not without bound: to a client that reads nothing,
-    the app gets no further than the socket buffers and a 64 KiB window."""
+    the app gets no further than the socket buffers and a 256 KiB window."""
     i = ident()
     size = 4096
     c = RawWS(ws_server.port, f"/flood-send?id={i}&size={size}&secs=2")
