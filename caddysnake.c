@@ -677,10 +677,12 @@ fail:
     return NULL;
 }
 
-/* Request.sendfile(fd, offset, count) -> int: Go copies count bytes of the
+/* Request.sendfile(fd, offset, count) -> int: Go sends count bytes of the
  * open file fd from offset to the client (sendfile(2) where the connection
- * allows). fd stays owned by Python: Go duplicates it. count < 0 means to the
- * end of the file. GIL: held in/out, released during the copy. */
+ * allows) once the app's thread is free (tails.go), and returns how many it
+ * will send. fd stays owned by Python: Go opens the file anew. count < 0
+ * means to the end of the file. GIL: held in/out, released while Go opens
+ * the file. */
 static PyObject *request_sendfile(RequestObject *self, PyObject *args) {
     int fd;
     long long offset, count;

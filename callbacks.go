@@ -444,8 +444,16 @@ func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.lon
 		f.Close()
 		return C.CS_ERR_IO
 	}
+	if count < 0 { // to the end of the file
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return C.CS_ERR_IO
+		}
+		count = C.longlong(max(0, st.Size()-int64(offset)))
+	}
 	rq.keepFile(f, int64(count))
-	return C.longlong(count) // to be sent: a short file is found out then (short)
+	return count // to be sent: a short file is found out then (cutShort)
 }
 
 // reopen opens the file behind fd anew, with an offset of its own: a

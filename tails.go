@@ -86,10 +86,7 @@ func (rq *request) finishWrites() {
 		rq.tailFile = nil
 		defer f.Close()
 		if rq.r.Context().Err() == nil {
-			var src io.Reader = f
-			if rq.tailFileN >= 0 {
-				src = &io.LimitedReader{R: f, N: rq.tailFileN}
-			}
+			src := &io.LimitedReader{R: f, N: rq.tailFileN}
 			// io.Copy reaches the connection's ReadFrom, i.e. sendfile(2),
 			// when the response has a Content-Length and no encoder sits in
 			// between.

@@ -57,7 +57,7 @@ type request struct {
 	// What finishWrites writes once the worker is free (tails.go): a last
 	// chunk (tail, a view of the bytes object tailObj, whose reference Go
 	// holds; tailSize of it counts against tailBudget), or a file's
-	// tailFileN bytes (-1: to its end).
+	// tailFileN bytes.
 	tail      []byte
 	tailObj   C.cs_obj
 	tailSize  int64
