@@ -5,6 +5,7 @@ import "C"
 
 import (
 	"io"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
@@ -69,23 +70,26 @@ func (rq *request) keepFile(f *os.File, count int64) {
 // streamer's queue, then a kept chunk or file. On the ServeHTTP goroutine,
 // after the worker is done. A write that fails (the client left) only ends
 // the writing: the app has finished, and the response is logged as sent.
+// Nothing is written for HEAD: Go would drop it (and read a whole file to
+// do so).
 func (rq *request) finishWrites() {
 	if rq.streaming {
 		rq.stream.stop()
 		rq.streaming = false
 	}
+	send := rq.r.Method != http.MethodHead && rq.r.Context().Err() == nil
 	if obj := rq.tailObj; obj != nil {
 		b, n := rq.tail, rq.tailSize
 		rq.tail, rq.tailObj, rq.tailSize = nil, nil, 0
 		defer releaseTail(obj, n) // after the write, whatever becomes of it
-		if len(b) > 0 && rq.r.Context().Err() == nil {
+		if len(b) > 0 && send {
 			_ = rq.body.send(rq.w, rq.r, b)
 		}
 	}
 	if f := rq.tailFile; f != nil {
 		rq.tailFile = nil
 		defer f.Close()
-		if rq.r.Context().Err() == nil {
+		if send {
 			src := &io.LimitedReader{R: f, N: rq.tailFileN}
 			// io.Copy reaches the connection's ReadFrom, i.e. sendfile(2),
 			// when the response has a Content-Length and no encoder sits in

@@ -170,3 +170,18 @@ def test_admin_login_under_prefix(django_prefix_server):
         assert r.status_code == 302, r.text[:2000]
         assert r.headers["location"] == "/dj/admin/"
         assert "Site administration" in c.get("/dj/admin/").text
+
+
+def test_file_response(django_server):
+    """FileResponse goes through wsgi.file_wrapper, as under gunicorn: the
+    whole file, its length, the attachment header, and HEAD without a body."""
+    data = b"django file\n" * 100_000  # notes.views.FILE_DATA
+    with httpx.Client(timeout=30) as c:
+        r = c.get(django_server.url("/download/"))
+        assert r.status_code == 200
+        assert r.content == data
+        assert r.headers["content-length"] == str(len(data))
+        assert r.headers["content-disposition"] == 'attachment; filename="notes.bin"'
+        r = c.head(django_server.url("/download/"))
+        assert r.status_code == 200 and r.content == b""
+        assert c.get(django_server.url("/download/")).content == data

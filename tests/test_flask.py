@@ -173,3 +173,51 @@ def test_methods(flask_server, method):
     assert r.json()["method"] == method
     if method not in ("GET", "DELETE"):
         assert r.json()["body"] == "payload"
+
+
+FLASK_FILE = hashlib.sha256(b"flask file").digest() * (1 << 15)  # main.FILE_DATA
+
+
+def test_send_file_whole_ranged_conditional_and_head(flask_server):
+    """send_file goes through wsgi.file_wrapper (sent by Go from the file once
+    the thread is free): the whole file, a Range (206), a suffix range, a
+    conditional GET (304) and HEAD, as Werkzeug serves them under gunicorn."""
+    with httpx.Client(timeout=30) as c:
+        r = c.get(flask_server.url("/file"))
+        assert r.status_code == 200
+        assert r.content == FLASK_FILE
+        assert r.headers["content-length"] == str(len(FLASK_FILE))
+        assert r.headers["accept-ranges"] == "bytes"
+        etag = r.headers["etag"]
+
+        r = c.get(flask_server.url("/file"), headers={"Range": "bytes=1000-1999"})
+        assert r.status_code == 206
+        assert r.content == FLASK_FILE[1000:2000]
+        assert r.headers["content-range"] == f"bytes 1000-1999/{len(FLASK_FILE)}"
+
+        r = c.get(flask_server.url("/file"), headers={"Range": "bytes=-100"})
+        assert r.status_code == 206 and r.content == FLASK_FILE[-100:]
+
+        r = c.get(flask_server.url("/file"), headers={"If-None-Match": etag})
+        assert r.status_code == 304 and r.content == b""
+
+        r = c.head(flask_server.url("/file"))
+        assert r.status_code == 200 and r.content == b""
+        assert r.headers["content-length"] == str(len(FLASK_FILE))
+
+        # The connection still carries the next request whole.
+        assert c.get(flask_server.url("/hello-world")).text == "Hello world!"
+
+
+def test_send_file_to_many_clients_at_once(flask_server):
+    """More downloads than threads, each read in full."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_):
+        with httpx.Client(timeout=60) as c:
+            r = c.get(flask_server.url("/file"))
+            return r.status_code, hashlib.sha256(r.content).hexdigest()
+
+    want = hashlib.sha256(FLASK_FILE).hexdigest()
+    with ThreadPoolExecutor(12) as ex:
+        assert list(ex.map(one, range(24))) == [(200, want)] * 24

@@ -26,6 +26,31 @@ def hello():
     return "Hello world!"
 
 
+# A file served with send_file (through wsgi.file_wrapper), made once.
+FILE_DATA = hashlib.sha256(b"flask file").digest() * (1 << 15)  # 1 MiB
+
+
+def _file_path():
+    import os
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), "caddysnake-flask-%d.bin" % os.getpid())
+    if not os.path.exists(path):
+        with open(path + ".tmp", "wb") as f:
+            f.write(FILE_DATA)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+@app.get("/file")
+def send_a_file():
+    """send_file with conditional requests and ranges, as Werkzeug serves them."""
+    from flask import send_file
+
+    return send_file(_file_path(), mimetype="application/octet-stream", conditional=True,
+                     etag=True, max_age=60)
+
+
 @app.post("/json")
 def json_echo():
     data = request.get_json()

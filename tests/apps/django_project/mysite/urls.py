@@ -8,4 +8,5 @@ urlpatterns = [
     path("notes/", views.notes, name="notes"),
     path("info/", views.info, name="info"),
     path("boom/", views.boom, name="boom"),
+    path("download/", views.download, name="download"),
 ]

@@ -24,5 +24,23 @@ def info(request):
     })
 
 
+FILE_DATA = b"django file\n" * 100_000  # 1.2 MB
+
+
+def download(request):
+    """A FileResponse (served through wsgi.file_wrapper) of a file made once."""
+    import os
+    import tempfile
+
+    from django.http import FileResponse
+
+    path = os.path.join(tempfile.gettempdir(), "caddysnake-django-%d.bin" % os.getpid())
+    if not os.path.exists(path):
+        with open(path + ".tmp", "wb") as f:
+            f.write(FILE_DATA)
+        os.replace(path + ".tmp", path)
+    return FileResponse(open(path, "rb"), as_attachment=True, filename="notes.bin")
+
+
 def boom(request):
     raise RuntimeError("django-boom-" + request.GET.get("id", "x"))
