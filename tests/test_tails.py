@@ -131,3 +131,38 @@ def test_a_client_that_leaves_a_tail_releases_it(server):
         s.close()  # a reset: the writes fail
     wait_until(lambda: refs(server) == 0, 5, message="the departed clients' tails released")
     assert_threads_free(server)
+
+
+@pytest.fixture(scope="module")
+def wrapped_server(start_caddy):
+    """The same app behind `encode gzip`, over HTTP/1.1 and h2c."""
+    sites = ("http://:@PORT@ {\n\tencode gzip\n"
+             + python_block("rawapp:app", RAW_APP_DIR, venv=False, threads=2) + "\n}\n")
+    srv = start_caddy("tails-wrapped", sites=sites, global_extra="\tservers {\n\t\tprotocols h1 h2c\n\t}")
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("h2", [False, True], ids=["http1", "h2c"])
+@pytest.mark.parametrize("gzip", [False, True], ids=["identity", "gzip"])
+def test_tails_through_an_encoder_and_over_h2(wrapped_server, tmp_path, h2, gzip):
+    """A kept last chunk and a kept file reach the client whole whatever sits
+    between the handler and the connection, and no reference is left."""
+    if h2:
+        pytest.importorskip("h2", reason="h2 package (httpx[http2]) not installed")
+    data = hashlib.sha256(b"wrapped").digest() * (1 << 15)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    headers = {"Accept-Encoding": "gzip" if gzip else "identity"}
+    with httpx.Client(http1=not h2, http2=h2, timeout=60, headers=headers) as c:
+        for shape in ("list", "cl"):
+            # text/plain: a type Caddy's encode compresses (not octet-stream)
+            r = c.get(wrapped_server.url(f"/tail?shape={shape}&mb=2&ctype=text/plain"))
+            assert r.status_code == 200 and r.http_version == ("HTTP/2" if h2 else "HTTP/1.1")
+            assert r.headers.get("content-encoding") == ("gzip" if gzip else None)
+            assert r.content == tail_body(2), shape  # httpx decodes gzip
+        r = c.get(wrapped_server.url(f"/file_wrapper?kind=file&cl=1&ctype=text/plain&path={path}"))
+        assert r.status_code == 200 and r.content == data
+        assert r.headers.get("content-encoding") == ("gzip" if gzip else None)
+    time.sleep(0.3)
+    assert refs(wrapped_server, 2) == 0

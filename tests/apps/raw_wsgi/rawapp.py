@@ -421,7 +421,7 @@ def tail(environ, start_response):
     a streamed chunk, not a tail)."""
     body = _tail_body(environ)
     shape = qs(environ).get("shape", "list")
-    headers = [("Content-Type", "application/octet-stream")]
+    headers = [("Content-Type", qs(environ).get("ctype", "application/octet-stream"))]
     if shape == "cl":
         headers.append(("Content-Length", str(len(body))))
     start_response("200 OK", headers)
@@ -760,7 +760,7 @@ class ReadOnlyFile:
 def file_wrapper(environ, start_response):
     q = qs(environ)
     kind = q.get("kind", "file")
-    headers = [("Content-Type", "application/octet-stream")]
+    headers = [("Content-Type", q.get("ctype", "application/octet-stream"))]
     if kind == "file":
         path = q["path"]
         f = open(path, "rb")
