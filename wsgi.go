@@ -45,6 +45,8 @@ type request struct {
 	aheadErr error
 	whole    bool
 	aheadBuf []byte
+	// aheadHeld: the bytes of ahead counted against aheadBudget.
+	aheadHeld int64
 	// refused: a body read failed before the response began in a way
 	// Caddy answers itself (refusal): the handler error ServeHTTP returns.
 	refused  error
@@ -89,6 +91,15 @@ const readAheadMax = 256 << 10
 
 const aheadStep = 16 << 10
 
+// aheadBudget bounds the bytes of bodies of 16 KiB or more (aheadStep) read
+// ahead and held by requests in flight, process-wide: a burst of uploads
+// waiting for threads is not all held in memory at once. Past it, the app
+// reads the body from the client itself, as it did bodies of that size
+// before they were read ahead.
+var aheadBudget int64 = 64 << 20 // (a variable for the tests)
+
+var aheadBytes atomic.Int64
+
 // readAhead reads a small request body (of known length, under
 // readAheadMax; see bodyAhead) whole on the ServeHTTP goroutine, before the
 // request waits for a Python thread, as waitress does with every body. Such
@@ -102,6 +113,13 @@ func (rq *request) readAhead() {
 	r := rq.r
 	if r.Body == nil || r.ContentLength <= 0 || r.ContentLength >= readAheadMax || !bodyAhead(r) {
 		return
+	}
+	if r.ContentLength >= aheadStep {
+		if aheadBytes.Add(r.ContentLength) > aheadBudget {
+			aheadBytes.Add(-r.ContentLength)
+			return
+		}
+		rq.aheadHeld = r.ContentLength // until release
 	}
 	if int64(cap(rq.aheadBuf)) < r.ContentLength {
 		// Grown to the largest body this pooled request has read ahead,
@@ -273,6 +291,10 @@ func (rq *request) release() {
 	}
 	rq.w, rq.r, rq.rc = nil, nil, nil
 	rq.ahead, rq.aheadErr = nil, nil
+	if rq.aheadHeld > 0 {
+		aheadBytes.Add(-rq.aheadHeld)
+		rq.aheadHeld = 0
+	}
 	rq.tail, rq.tailObj, rq.tailFile = nil, nil, nil // (finishWrites took them)
 	requestPool.Put(rq)
 }

@@ -297,6 +297,36 @@ func TestReadAhead(t *testing.T) {
 	}
 }
 
+func TestReadAheadBudget(t *testing.T) {
+	defer func(b int64) { aheadBudget = b }(aheadBudget)
+	aheadBudget = 50_000
+	body := strings.Repeat("b", 30_000) // counted (16 KiB or more)
+	read := func() *request {
+		r := &http.Request{Header: http.Header{}, Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body))}
+		rq := newRequest(httptest.NewRecorder(), r)
+		rq.readAhead()
+		return rq
+	}
+	first := read()
+	if !first.whole {
+		t.Fatal("a body within the budget is read ahead")
+	}
+	second := read() // 60,000 bytes would be held: over the budget
+	if second.whole || len(second.ahead) != 0 {
+		t.Error("a body past the budget is left for the app to read")
+	}
+	second.release()
+	first.release()
+	if n := aheadBytes.Load(); n != 0 {
+		t.Errorf("%d bytes still counted after release", n)
+	}
+	third := read()
+	defer third.release()
+	if !third.whole {
+		t.Error("released bytes make room again")
+	}
+}
+
 func TestRequestReadAfterReadAhead(t *testing.T) {
 	failed := errors.New("connection reset")
 	read := func(rq *request, n int) string {
