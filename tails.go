@@ -77,6 +77,9 @@ func (rq *request) finishWrites() {
 		rq.stream.stop()
 		rq.streaming = false
 	}
+	if rq.tailObj == nil && rq.tailFile == nil {
+		return // most responses: nothing left (and no walk up the context chain)
+	}
 	send := rq.r.Method != http.MethodHead && rq.r.Context().Err() == nil
 	if obj := rq.tailObj; obj != nil {
 		b, n := rq.tail, rq.tailSize
