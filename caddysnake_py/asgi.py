@@ -307,16 +307,33 @@ class _Exchange:
         if w is not None and not w.done():
             w.set_result(None)
 
-    def _queue(self, call, args, size):
-        """Queue a message for Go; returns its number (see taken)."""
+    def _stream(self, call, args, size):
+        """Queue a body chunk or WebSocket message (call(handle, *args)) for
+        Go. Returns 0 while Go holds, beyond it, at most STREAM_WINDOW of
+        them or STREAM_BYTES in all; else its number (see taken), and the
+        caller must await _room(number) before it returns: a slow client
+        slows the app, and what is held per request is bounded. Go always
+        has the next one at hand when it finishes one, and many small ones
+        reach it together (body chunks are then written with one flush).
+        uvicorn and the websockets library likewise return at once until
+        their transport holds 64 KiB (their send() writes to the socket
+        itself). Not a coroutine: most chunks need no wait."""
         if self.send_error is not None:
             raise self.send_error
         call(self.handle, *args)
-        if self.queued is _NOTHING_QUEUED:
-            self.queued = collections.deque()
-        self.queued.append(size)
+        q = self.queued
+        if q is _NOTHING_QUEUED:
+            q = self.queued = collections.deque()
+        q.append(size)
         self.queued_bytes += size
-        return self.taken + len(self.queued)
+        if len(q) > STREAM_WINDOW and self.queued_bytes > STREAM_BYTES:
+            return self.taken + len(q)
+        return 0
+
+    async def _room(self, mine):
+        """Wait until Go holds no more than the window (see _stream)."""
+        while len(self.queued) > STREAM_WINDOW and self.queued_bytes > STREAM_BYTES:
+            await self._next_ack(mine)
 
     async def _next_ack(self, mine):
         """Wait for Go's next acknowledgement; raise if message number mine
@@ -327,19 +344,6 @@ class _Exchange:
             await asyncio.shield(self.drained)  # as _wait: one cancelled send() spoils no other
         if self.send_error is not None and self.taken < mine:
             raise self.send_error
-
-    async def _send_streamed(self, call, *args, size):
-        """Queue a body chunk or WebSocket message. Return at once while Go
-        holds, beyond it, at most STREAM_WINDOW of them or STREAM_BYTES in
-        all, else once Go has written enough: a slow client slows the app,
-        and what is held per request is bounded. Go always has the next one
-        at hand when it finishes one, and many small ones reach it together
-        (body chunks are then written with one flush). uvicorn and the
-        websockets library likewise return at once until their transport
-        holds 64 KiB (their send() writes to the socket itself)."""
-        mine = self._queue(call, args, size)
-        while len(self.queued) > STREAM_WINDOW and self.queued_bytes > STREAM_BYTES:
-            await self._next_ack(mine)
 
 
 def _content_length(headers):
@@ -498,7 +502,9 @@ class _Conn(_Exchange):
                     self._miscounted(left < 0)
                 self.out_left = left
             if more:
-                await self._send_streamed(_caddysnake.asgi_body, body, True, size=len(body))
+                mine = self._stream(_caddysnake.asgi_body, (body, True), len(body))
+                if mine:
+                    await self._room(mine)
             else:
                 _caddysnake.asgi_body(self.handle, body, False)
                 if not self.trailers:
@@ -652,7 +658,9 @@ class _WSConn(_Exchange):
                     raise TypeError("websocket.send needs 'bytes' (bytes) or 'text' (str)")
             elif not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError("websocket.send 'bytes' must be bytes, not %s" % type(data).__name__)
-            await self._send_streamed(_caddysnake.asgi_ws, WS_SEND, 0, data, size=len(data))
+            mine = self._stream(_caddysnake.asgi_ws, (WS_SEND, 0, data), len(data))
+            if mine:
+                await self._room(mine)
         elif kind == "websocket.accept":
             if self.accepted or self.denying:
                 raise RuntimeError("websocket.accept sent twice or after an HTTP response")
@@ -693,7 +701,9 @@ class _WSConn(_Exchange):
             body = message.get("body", b"")
             more = bool(message.get("more_body", False))
             if more:
-                await self._send_streamed(_caddysnake.asgi_body, body, True, size=len(body))
+                mine = self._stream(_caddysnake.asgi_body, (body, True), len(body))
+                if mine:
+                    await self._room(mine)
             else:
                 _caddysnake.asgi_body(self.handle, body, False)
             if not more:
