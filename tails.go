@@ -24,8 +24,8 @@ import (
 //   - a large last chunk, kept by reference (cs_go_send returns
 //     CS_TAIL_KEPT and C adds a reference to the bytes object, handed back
 //     with cs_tail_done once written: no copy);
-//   - a wsgi.file_wrapper file, from a duplicate of its descriptor (the app
-//     may close its own at once).
+//   - a wsgi.file_wrapper file, which Go opens anew (reopen, callbacks.go:
+//     the app may close its own at once).
 
 // tailBudget bounds the bytes of kept chunks not yet written, process-wide.
 // Over it, a chunk is written by the worker as before (holding the thread
