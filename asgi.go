@@ -461,7 +461,10 @@ func (rq *asgiRequest) writeBody(b []byte, more bool, ref pyRef) bool {
 // back with the acknowledgement if it is the batch's last.
 func (rq *asgiRequest) taken(ref pyRef) {
 	rq.acks++
-	rq.loop.release(rq.ackRef)
+	// Quietly: settle's acknowledgement follows and wakes the loop. A
+	// release that woke it made it wake twice per batch while the app
+	// waited for the acknowledgement (once for nothing it could use).
+	rq.loop.releaseQuiet(rq.ackRef)
 	rq.ackRef = ref
 }
 

@@ -800,8 +800,8 @@ static void out_of_memory(void) {
     abort(); /* an event or message dropped silently would hang a request */
 }
 
-void cs_asgi_push(cs_event ev) {
-    pthread_mutex_lock(&in_mu);
+/* Queue ev; returns whether the caller must wake the loop. in_mu held. */
+static int in_push_locked(cs_event ev) {
     if (in_len == in_cap) {
         size_t cap = in_cap ? in_cap * 2 : 256;
         cs_event *q = realloc(in_q, cap * sizeof *q);
@@ -812,7 +812,18 @@ void cs_asgi_push(cs_event ev) {
         in_cap = cap;
     }
     in_q[in_len++] = ev;
-    int wake = !in_signaled;
+    return !in_signaled;
+}
+
+void cs_asgi_push_quiet(cs_event ev) {
+    pthread_mutex_lock(&in_mu);
+    in_push_locked(ev); /* in_signaled stays as it is: the next push wakes */
+    pthread_mutex_unlock(&in_mu);
+}
+
+void cs_asgi_push(cs_event ev) {
+    pthread_mutex_lock(&in_mu);
+    int wake = in_push_locked(ev);
     in_signaled = 1;
     pthread_mutex_unlock(&in_mu);
     if (wake) {

@@ -174,6 +174,10 @@ typedef struct {
 /* Queue ev for the loop (copied; ev.data now belongs to the queue), waking
  * the loop if it may be asleep. Any thread; GIL: not needed. */
 void cs_asgi_push(cs_event ev);
+/* The same without waking the loop: for an event that can wait for the
+ * next one pushed, which the caller is sure to push (a streamed chunk's
+ * CS_EV_RELEASE before its batch's CS_EV_SEND_DONE). */
+void cs_asgi_push_quiet(cs_event ev);
 
 /* Kinds of app messages (the numbers are Go's asgiCmd kinds). */
 enum {

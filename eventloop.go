@@ -100,6 +100,14 @@ func (l *eventLoop) release(ref pyRef) {
 	}
 }
 
+// releaseQuiet is release without waking the loop, for a reference whose
+// drop can wait for an event the caller is about to push anyway.
+func (l *eventLoop) releaseQuiet(ref pyRef) {
+	if ref != nil {
+		C.cs_asgi_push_quiet(C.cs_event{app: ref, kind: C.CS_EV_RELEASE})
+	}
+}
+
 // dropCmd lets go of what a message the request never handled holds: the
 // reference to a Python object, a file the driver opened.
 func (l *eventLoop) dropCmd(c *asgiCmd) {
