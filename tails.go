@@ -55,8 +55,9 @@ func (rq *request) keepTail(obj C.cs_obj, b []byte) C.long {
 		tailBytes.Add(-n)
 		return C.CS_TAIL_REFUSED
 	}
-	rq.tailObj, rq.tailSize = obj, n
+	rq.tailObj = obj
 	rq.tail = rq.body.clip(b)
+	tailBytes.Add(int64(len(rq.tail)) - n) // what the clip cut is never written
 	return C.CS_TAIL_KEPT
 }
 
@@ -82,9 +83,9 @@ func (rq *request) finishWrites() {
 	}
 	send := rq.r.Method != http.MethodHead && rq.r.Context().Err() == nil
 	if obj := rq.tailObj; obj != nil {
-		b, n := rq.tail, rq.tailSize
-		rq.tail, rq.tailObj, rq.tailSize = nil, nil, 0
-		defer releaseTail(obj, n) // after the write, whatever becomes of it
+		b := rq.tail
+		rq.tail, rq.tailObj = nil, nil
+		defer releaseTail(obj, int64(len(b))) // after the write, whatever becomes of it
 		if len(b) > 0 && send {
 			_ = rq.body.send(rq.w, rq.r, b)
 		}

@@ -58,11 +58,9 @@ type request struct {
 	spool *spooledBody
 	// What finishWrites writes once the worker is free (tails.go): a last
 	// chunk (tail, a view of the bytes object tailObj, whose reference Go
-	// holds; tailSize of it counts against tailBudget), or a file's
-	// tailFileN bytes.
+	// holds; it counts against tailBudget), or a file's tailFileN bytes.
 	tail      []byte
 	tailObj   C.cs_obj
-	tailSize  int64
 	tailFile  *os.File
 	tailFileN int64
 }

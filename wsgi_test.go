@@ -190,6 +190,13 @@ func TestServeHTTP(t *testing.T) {
 		if n := tailBytes.Load(); n != 0 {
 			t.Errorf("big (budget %d): %d bytes still counted as kept", budget, n)
 		}
+		rec = serve("GET", "/big-over", "")
+		if rec.Code != 200 || rec.Body.String() != strings.Repeat("o", 60_000) {
+			t.Errorf("big-over (budget %d): %d, %d bytes", budget, rec.Code, rec.Body.Len())
+		}
+		if n := tailBytes.Load(); n != 0 {
+			t.Errorf("big-over (budget %d): %d bytes still counted as kept", budget, n)
+		}
 	}
 }
 

@@ -12,6 +12,9 @@ def app(environ, start_response):
         body = b"t" * 100_000
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return (b for b in (body,))
+    if path == "/big-over":  # a tail longer than its Content-Length: cut there
+        start_response("200 OK", [("Content-Length", "60000")])
+        return [b"o" * 100_000]
     if path == "/echo":
         body = environ["wsgi.input"].read()
         start_response("201 Created", [("Content-Type", "application/octet-stream")])
