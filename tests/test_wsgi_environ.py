@@ -304,6 +304,29 @@ def test_header_value_bytes_as_latin1(raw_server):
     assert env["HTTP_X_UTF8"] == "caf\xc3\xa9"
 
 
+def test_environ_strings_are_exact_when_fields_repeat_and_differ(raw_server):
+    """The bridge reuses the str of an environ field it has seen before;
+    fields that differ only in their middle bytes (which share a cache slot)
+    or only in a latin-1 byte must still each arrive exactly as sent, on
+    every request, the usual ones included."""
+    with httpx.Client(timeout=15) as client:
+        for i in range(60):
+            mid = "%02d" % (i % 7)
+            value = "aaaaaaaa-" + mid + "-bbbbbbbb"
+            name = "X-Probe-Aaaaaaaa-" + mid + "-Bbbbbbbb"
+            r = client.get(raw_server.url("/env?i=%d" % i), headers={name: value, "X-Same": "same" * (i % 3)})
+            env = r.json()["environ"]
+            assert env["HTTP_X_PROBE_AAAAAAAA_" + mid + "_BBBBBBBB"] == value
+            assert env.get("HTTP_X_SAME", "") == "same" * (i % 3)
+            assert env["QUERY_STRING"] == "i=%d" % i
+            assert env["REQUEST_METHOD"] == "GET"
+            assert [k for k in env if k.startswith("HTTP_X_PROBE")] == ["HTTP_X_PROBE_AAAAAAAA_" + mid + "_BBBBBBBB"]
+    for raw in (b"caf\xc3\xa9", b"caf\xe9\xe9"):  # same length, different latin-1 bytes
+        env = raw_env(raw_server.port, (
+            b"GET /env HTTP/1.1\r\nHost: x\r\nX-Utf8: " + raw + b"\r\nConnection: close\r\n\r\n"))["environ"]
+        assert env["HTTP_X_UTF8"] == raw.decode("latin-1")
+
+
 # ---------------------------------------------------------------- SCRIPT_NAME under prefixes
 
 
