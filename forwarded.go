@@ -21,18 +21,32 @@ import (
 type forwarded struct {
 	xff, proto, host string
 	omit             bool
+	// The client as REMOTE_ADDR / REMOTE_PORT and the scope's client say
+	// it: Caddy's client IP (which honours the server's trusted_proxies)
+	// and the connection's port. Found here, with the same one look at the
+	// request's vars and one split of RemoteAddr.
+	client, port string
 }
 
 // forwardedHeaders follows reverse_proxy's addForwardedHeaders (Caddy
 // v2.11), minus its per-handler trusted_proxies.
 func forwardedHeaders(r *http.Request) forwarded {
-	trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool)
-	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	trusted, _ := vars[caddyhttp.TrustedProxyVarKey].(bool)
+	ip, port, err := net.SplitHostPort(r.RemoteAddr)
+	f := forwarded{client: ip, port: port}
+	if err != nil {
+		f.client, f.port = r.RemoteAddr, ""
+	}
+	if v, ok := vars[caddyhttp.ClientIPVarKey].(string); ok && v != "" {
+		f.client = v
+	}
 	if err != nil && !trusted {
-		return forwarded{omit: true}
+		f.omit = true
+		return f
 	}
 	ip, _, _ = strings.Cut(ip, "%") // an IPv6 zone
-	f := forwarded{xff: ip, proto: "http", host: r.Host}
+	f.xff, f.proto, f.host = ip, "http", r.Host
 	if r.TLS != nil {
 		f.proto = "https"
 	}

@@ -345,9 +345,8 @@ func appendEnviron(b []byte, r *http.Request) []byte {
 	name, port := serverNamePort(r, scheme)
 	b = pair(b, "SERVER_NAME", name)
 	b = pair(b, "SERVER_PORT", port)
-	raddr, rport := remoteAddrPort(r)
-	b = pair(b, "REMOTE_ADDR", raddr)
-	b = pair(b, "REMOTE_PORT", rport)
+	b = pair(b, "REMOTE_ADDR", fwd.client)
+	b = pair(b, "REMOTE_PORT", fwd.port)
 	if r.Host != "" { // an HTTP/1.0 client may send none: then no HTTP_HOST
 		b = pair(b, "HTTP_HOST", r.Host)
 	}
@@ -502,16 +501,3 @@ type localAddrStrings struct {
 }
 
 var lastLocalAddr atomic.Pointer[localAddrStrings]
-
-// remoteAddrPort reports the client: Caddy's client IP (which honours the
-// server's trusted_proxies) and the connection's port.
-func remoteAddrPort(r *http.Request) (string, string) {
-	ip, port, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		ip, port = r.RemoteAddr, ""
-	}
-	if v, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && v != "" {
-		ip = v
-	}
-	return ip, port
-}
