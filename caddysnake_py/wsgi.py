@@ -126,13 +126,17 @@ def handle(app, environ, req, body):
     result = None
     try:
         result = app(environ, resp.start_response)
-        resp.consume(result)
+        if type(result) is list and len(result) == 1:
+            # The common case (and Flask's): one crossing, no flush.
+            resp._send(result[0], False)
+        else:
+            resp.consume(result)
     except ClientDisconnected:
         pass  # nobody is left to answer; close() still runs below
     except BaseException as e:  # SystemExit from an app must not stop Caddy
         resp.fail(environ, e, "error in WSGI app")
     finally:
-        close = getattr(result, "close", None)
+        close = None if type(result) is list else getattr(result, "close", None)
         if close is not None:
             try:
                 close()
@@ -155,6 +159,13 @@ def _log_error(environ, exc, what):
     )
 
 
+# Status lines already checked, and their codes: an app answers with a few
+# ("200 OK", "404 NOT FOUND"), often the same str object, whose hash is kept.
+# Bounded, so an app making up reasons cannot grow it without end.
+_CODES = {}
+_CODES_MAX = 256
+
+
 def _status_code(status):
     """The numeric code of a PEP 3333 status line ("200 OK"); ValueError if malformed."""
     if type(status) is not str:
@@ -169,7 +180,10 @@ def _status_code(status):
         and "\n" not in status
         and "\0" not in status
     ):
-        return int(code)
+        code = int(code)
+        if len(_CODES) < _CODES_MAX:
+            _CODES[status] = code
+        return code
     raise ValueError("malformed status %r: expected a line such as '200 OK'" % (status,))
 
 
@@ -192,7 +206,9 @@ class _Response:
                 exc_info = None  # break the frame <-> traceback cycle
         elif self.headers is not None:
             raise AssertionError("start_response() called again without exc_info")
-        code = _status_code(status)
+        code = _CODES.get(status) if type(status) is str else None
+        if code is None:
+            code = _status_code(status)
         if type(headers) is not list:
             # PEP 3333 asks for a list; gunicorn takes a tuple too, and apps
             # written against it pass one.
@@ -221,10 +237,7 @@ class _Response:
         self.sent = True
 
     def consume(self, result):
-        if type(result) is list and len(result) == 1:
-            # The common case (and Flask's): one crossing, no flush.
-            self._send(result[0], False)
-            return
+        """Send an iterable other than a one-chunk list (see handle)."""
         if type(result) is FileWrapper and self._sendfile(result):
             return
         for chunk in result:
