@@ -226,6 +226,9 @@ class _Exchange:
 
     # Whether Go must hear that the app returned even when it succeeded.
     SIGNAL_END = True
+    # The flags of an exchange whose scope make_scope must finish (most
+    # HTTP requests need nothing: no call).
+    SCOPE_FLAGS = NEW_WEBSOCKET
 
     def __init__(self, handle, flags):
         self.handle = handle
@@ -249,7 +252,9 @@ class _Exchange:
         try:
             if type(scope) is not dict:
                 raise scope  # what kept asgi_take from making it
-            self.scope = scope = self.make_scope(runner, scope)
+            if self.flags & self.SCOPE_FLAGS:
+                scope = self.make_scope(runner, scope)
+            self.scope = scope
             await runner.app(scope, self.receive, self.send)
             failed = self.returned()
         except BaseException as e:  # CancelledError and SystemExit included
@@ -364,9 +369,10 @@ class _Conn(_Exchange):
     # last body chunk, trailers or pathsend): a successful return needs no
     # crossing, only a failed one (500 or abort).
     SIGNAL_END = False
+    SCOPE_FLAGS = NEW_LARGE_BODY  # make_scope reads its Content-Length
 
     def __init__(self, handle, flags):
-        super().__init__(handle, flags)
+        _Exchange.__init__(self, handle, flags)  # not super(): one per request
         self.body_done = not (flags & NEW_HAS_BODY)
         # Without a body the single http.request event is ready at once.
         self.chunks = [] if flags & NEW_HAS_BODY else [_EMPTY_BODY]
@@ -379,9 +385,8 @@ class _Conn(_Exchange):
         self.left = -1  # of a large body of known length: bytes not yet received
         self.out_left = None  # of a response with a Content-Length: bytes not yet sent
 
-    def make_scope(self, runner, scope):
-        if self.flags & NEW_LARGE_BODY:
-            self.left = _content_length(scope["headers"])
+    def make_scope(self, runner, scope):  # a large body's only (SCOPE_FLAGS)
+        self.left = _content_length(scope["headers"])
         return scope
 
     def returned(self):
@@ -431,7 +436,8 @@ class _Conn(_Exchange):
         """The response is complete: a receive() waiting for the body (or
         for the end) now gets http.disconnect."""
         self.complete = True
-        self._wake()
+        if self.waiter is not None:
+            self._wake()
 
     # -- the app's callables ---------------------------------------------------
 
@@ -508,7 +514,9 @@ class _Conn(_Exchange):
             else:
                 _caddysnake.asgi_body(self.handle, body, False)
                 if not self.trailers:
-                    self._finish()
+                    self.complete = True  # _finish(), inline: most responses end here
+                    if self.waiter is not None:
+                        self._wake()
         elif kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
