@@ -2136,15 +2136,16 @@ static PyObject *env_str(const char *p, uint32_t n) {
     uint64_t h = ((a * 0x9E3779B97F4A7C15ull) ^ b ^ n) * 0xC2B2AE3D27D4EB4Full;
     PyObject **slot = &env_cache[h >> (64 - ENV_CACHE_BITS)];
     PyObject *s = *slot;
-    /* Every cached str is compact 1-byte latin-1 (DecodeLatin1 of n bytes
-     * makes a str of n code points, each < 256, of kind 1). */
+    /* Every cached str is compact 1-byte (DecodeLatin1 of n bytes makes a
+     * str of n code points, each < 256); its hash is computed, once, when
+     * it first goes into an environ. */
     if (s != NULL && PyUnicode_GET_LENGTH(s) == (Py_ssize_t)n &&
         memcmp(PyUnicode_1BYTE_DATA(s), p, n) == 0) {
         Py_INCREF(s);
         return s;
     }
     s = PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
-    if (s != NULL && PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND && PyObject_Hash(s) != -1) {
+    if (s != NULL) {
         Py_INCREF(s);
         Py_XSETREF(*slot, s);
     }

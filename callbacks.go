@@ -424,7 +424,7 @@ func writeErr(err error) C.long {
 func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.longlong) {
 	defer recoverTo(&rc)
 	_, rq := current(h)
-	if rq == nil || rq.status == 0 || rq.tailObj != nil || rq.tailFile != nil {
+	if rq == nil || rq.status == 0 || rq.hasTail() {
 		return C.CS_ERR_BAD_STATE
 	}
 	if !bodyAllowed(rq.status) || count == 0 {

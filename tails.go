@@ -47,7 +47,7 @@ var tailSweepArmed atomic.Bool
 // written after a tail: the driver sends it last, and once a declared
 // Content-Length is complete, later chunks are clipped to nothing.
 func (rq *request) keepTail(obj C.cs_obj, b []byte) C.long {
-	if rq.tailObj != nil || rq.tailFile != nil {
+	if rq.hasTail() {
 		return C.CS_TAIL_REFUSED // (never: a tail is the last thing sent)
 	}
 	n := int64(len(b))
@@ -59,6 +59,11 @@ func (rq *request) keepTail(obj C.cs_obj, b []byte) C.long {
 	rq.tail = rq.body.clip(b)
 	tailBytes.Add(int64(len(rq.tail)) - n) // what the clip cut is never written
 	return C.CS_TAIL_KEPT
+}
+
+// hasTail says whether a chunk or a file is kept for finishWrites.
+func (rq *request) hasTail() bool {
+	return rq.tailObj != nil || rq.tailFile != nil
 }
 
 // keepFile keeps f (owned: closed by finishWrites) to send count bytes from
@@ -78,7 +83,7 @@ func (rq *request) finishWrites() {
 		rq.stream.stop()
 		rq.streaming = false
 	}
-	if rq.tailObj == nil && rq.tailFile == nil {
+	if !rq.hasTail() {
 		return // most responses: nothing left (and no walk up the context chain)
 	}
 	send := rq.r.Method != http.MethodHead && rq.r.Context().Err() == nil

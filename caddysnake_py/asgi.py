@@ -514,9 +514,7 @@ class _Conn(_Exchange):
             else:
                 _caddysnake.asgi_body(self.handle, body, False)
                 if not self.trailers:
-                    self.complete = True  # _finish(), inline: most responses end here
-                    if self.waiter is not None:
-                        self._wake()
+                    self._finish()
         elif kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
