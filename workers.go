@@ -7,6 +7,7 @@ import (
 	"errors"
 	"runtime"
 	"runtime/cgo"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,9 +27,13 @@ var (
 // connections) persists across requests, and no thread state is created per
 // request.
 //
-// Requests are handed over on an unbuffered channel: a send completes only
-// when an idle worker takes it, so waiting requests queue in the channel's
-// FIFO of blocked senders and nothing is ever stranded in a buffer.
+// Requests wait in a FIFO (waiting) that the worker holding the admit token
+// takes from. The ServeHTTP goroutine parks once per request, until the
+// request is done: with an unbuffered channel instead, a waiting sender is
+// woken when a worker takes its request, only to park again on done (one
+// more wake-up and context switch per request under load). A request whose
+// client leaves (or that waits past max_wait, or outlives the pool) is taken
+// back out of the FIFO, so the worker never sees it.
 //
 // Admission: only the worker holding the admit token takes requests. It
 // keeps the token while its requests finish quickly, so CPU-bound requests
@@ -39,8 +44,14 @@ var (
 // token to an idle worker, which serves new requests meanwhile (spill.go), so
 // up to `threads` requests wait on I/O in parallel.
 type pool struct {
-	app         *pyApp
-	reqs        chan *request
+	app *pyApp
+	// mu guards waiting and taker. taker: the admit token's holder is
+	// parked in take, to be woken through wake (capacity 1) by the next
+	// request; nil in waiting is a worker's stop signal.
+	mu          sync.Mutex
+	waiting     fifo
+	taker       bool
+	wake        chan struct{}
 	admit       chan struct{} // the right to take the next request (capacity 1)
 	stopped     chan struct{} // closed once every worker has exited
 	threads     int
@@ -64,7 +75,7 @@ func newPool(app *pyApp, threads int, logger *zap.Logger) *pool {
 	reserveInterpreterP()
 	p := &pool{
 		app:         app,
-		reqs:        make(chan *request),
+		wake:        make(chan struct{}, 1),
 		admit:       make(chan struct{}, 1),
 		watch:       make(chan struct{}, 1),
 		wakeWatcher: make(chan struct{}, 1),
@@ -83,30 +94,122 @@ func newPool(app *pyApp, threads int, logger *zap.Logger) *pool {
 
 // submit runs rq on a worker and returns when the response is complete.
 func (p *pool) submit(rq *request, maxWait time.Duration) error {
-	select {
-	case p.reqs <- rq: // an idle worker took it at once
+	if p.offer(rq, false) { // the parked worker takes it at once
 		<-rq.done
 		return nil
-	default:
 	}
-	rq.spoolIfWaiting() // it has to wait: its body must not hold the connection's window
+	// It has to wait: its body must not hold the connection's window.
+	// Spooled before it is queued, so no worker can take it meanwhile.
+	rq.spoolIfWaiting()
+	p.offer(rq, true)
 	var timeout <-chan time.Time
 	if maxWait > 0 {
 		t := time.NewTimer(maxWait)
 		defer t.Stop()
 		timeout = t.C
 	}
+	var err error
 	select {
-	case p.reqs <- rq:
+	case <-rq.done:
+		return nil
 	case <-rq.r.Context().Done():
-		return errClientGone
+		err = errClientGone
 	case <-timeout:
-		return errBusy
+		err = errBusy
 	case <-p.stopped:
-		return errStopped
+		err = errStopped
 	}
-	<-rq.done
+	if p.withdraw(rq) {
+		return err
+	}
+	<-rq.done // a worker took it first: it runs to the end
 	return nil
+}
+
+// offer queues rq (nil: a stop signal) and wakes the worker parked in take.
+// Unless always, it queues rq only if that worker is there to take it at
+// once, and reports whether it did.
+func (p *pool) offer(rq *request, always bool) bool {
+	p.mu.Lock()
+	taker := p.taker && p.waiting.len() == 0
+	if !taker && !always {
+		p.mu.Unlock()
+		return false
+	}
+	p.waiting.push(rq)
+	wake := p.taker
+	p.taker = false
+	p.mu.Unlock()
+	if wake {
+		p.wake <- struct{}{} // never blocks: only a parked taker is woken, once
+	}
+	return true
+}
+
+// withdraw takes rq back out of the queue; false if a worker has taken it.
+func (p *pool) withdraw(rq *request) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waiting.remove(rq)
+}
+
+// take returns the next request, parking until one comes; called only by
+// the admit token's holder, so one worker at most is parked here.
+func (p *pool) take() *request {
+	for {
+		p.mu.Lock()
+		if p.waiting.len() > 0 {
+			rq := p.waiting.pop()
+			p.mu.Unlock()
+			return rq
+		}
+		p.taker = true
+		p.mu.Unlock()
+		<-p.wake
+	}
+}
+
+// fifo is a queue of waiting requests; its storage is reused.
+type fifo struct {
+	items []*request
+	head  int
+}
+
+func (q *fifo) len() int { return len(q.items) - q.head }
+
+func (q *fifo) push(rq *request) {
+	if q.head > 0 && len(q.items) == cap(q.items) {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+	q.items = append(q.items, rq)
+}
+
+func (q *fifo) pop() *request {
+	rq := q.items[q.head]
+	q.items[q.head] = nil
+	if q.head++; q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	}
+	return rq
+}
+
+// remove takes rq out of the queue, wherever it is; false if it is not in
+// it. Linear, but only a request that gives up waiting pays it.
+func (q *fifo) remove(rq *request) bool {
+	i := slices.Index(q.items[q.head:], rq)
+	if i < 0 {
+		return false
+	}
+	i += q.head
+	copy(q.items[i:], q.items[i+1:])
+	q.items[len(q.items)-1] = nil
+	q.items = q.items[:len(q.items)-1]
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	}
+	return true
 }
 
 // stop lets every worker finish its current request, then exit; the app is
@@ -115,7 +218,7 @@ func (p *pool) stop() {
 	p.once.Do(func() {
 		go func() {
 			for range p.threads {
-				p.reqs <- nil // one stop signal per worker, taken when idle
+				p.offer(nil, true) // one stop signal per worker, taken when idle
 			}
 			p.wg.Wait()
 			close(p.stopped)
@@ -160,7 +263,7 @@ func (p *pool) work() {
 			w.watchToken()
 			p.holder.Store(w)
 		}
-		rq := <-p.reqs
+		rq := p.take()
 		if rq == nil { // stop signal: let the next worker take its own
 			p.admit <- struct{}{}
 			return

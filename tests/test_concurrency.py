@@ -231,3 +231,33 @@ def raw_response(s, timeout=10):
             break
         buf += c
     return buf
+
+
+def test_requests_that_give_up_waiting_never_reach_the_app(start_caddy, tmp_path):
+    """threads 1, max_wait 400ms: while the only thread sleeps, a request that
+    waits past max_wait gets a 503 and one whose client leaves is dropped; the
+    app runs neither later (they leave the queue), and serves on."""
+    block = python_block("rawapp:app", RAW_APP_DIR, venv=False, threads=1).replace(
+        "\tthreads 1", "\tthreads 1\n\t\tmax_wait 400ms")
+    assert "max_wait 400ms" in block
+    srv = start_caddy("maxwait", sites="http://:@PORT@ {\n" + block + "\n}\n",
+                      env={"CADDYSNAKE_TEST_STATE": str(tmp_path)})
+    try:
+        with ThreadPoolExecutor(1) as ex:
+            busy = ex.submit(httpx.get, srv.url("/sleep?t=1.5&id=A"), timeout=20)
+            time.sleep(0.3)  # A holds the only thread
+            left = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            left.sendall(b"GET /sleep?t=0&id=C HTTP/1.1\r\nHost: h\r\n\r\n")
+            t0 = time.monotonic()
+            r = httpx.get(srv.url("/sleep?t=0&id=B"), timeout=20)
+            waited = time.monotonic() - t0
+            left.close()
+            assert r.status_code == 503, r.text
+            assert 0.35 < waited < 1.1, f"503 after {waited:.2f}s, max_wait is 0.4s"
+            assert busy.result().status_code == 200
+        assert httpx.get(srv.url("/hello"), timeout=10).status_code == 200
+        assert read_events(srv.base_url, "A") == ["sleep-start:A"]
+        assert read_events(srv.base_url, "B") == []
+        assert read_events(srv.base_url, "C") == []
+    finally:
+        srv.stop()
