@@ -1437,6 +1437,82 @@ static int scope_consts_init(void) {
     return K.asgi_version == NULL ? -1 : 0;
 }
 
+/* Field caches: strings and bytes seen in earlier requests, so that the
+ * environ's keys and usual values (REQUEST_METHOD, "GET", HTTP_HOST, its
+ * value, a client's User-Agent...) and an ASGI scope's header names and
+ * values are not made, hashed and freed anew for each request: a str keeps
+ * its hash, so a cached environ key goes into the dict without siphash.
+ * Direct-mapped by a hash of the bytes; a field that varies (a port, a
+ * path) only replaces the entry in its slot, so each cache stays bounded.
+ * Sharing is invisible to apps: str and bytes are immutable.
+ * GIL: every access holds it. owns: one reference to each cached object. */
+#define FIELD_CACHE_BITS 10
+#define FIELD_CACHE_SLOTS (1 << FIELD_CACHE_BITS)
+#define FIELD_CACHE_MAX 64 /* longer fields are made every time */
+static PyObject *str_cache[FIELD_CACHE_SLOTS];   /* latin-1 str */
+static PyObject *bytes_cache[FIELD_CACHE_SLOTS]; /* bytes */
+
+/* The slot of p[:n] (n <= FIELD_CACHE_MAX) in a cache: a multiplicative
+ * hash of the length and of the first and last 8 bytes (two loads, not a
+ * loop over the bytes: FNV-1a over every byte measured as ~2% of the
+ * server's CPU under a hello-world load). Fields differ in their first or
+ * last bytes ("HTTP_ACCEPT_ENCODING", "HTTP_ACCEPT_LANGUAGE"), and a
+ * collision costs only a miss. GIL: not needed. */
+static PyObject **cache_slot(PyObject **cache, const char *p, size_t n) {
+    uint64_t a = 0, b = 0;
+    if (n >= 8) {
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+    } else {
+        memcpy(&a, p, n);
+    }
+    uint64_t h = ((a * 0x9E3779B97F4A7C15ull) ^ b ^ n) * 0xC2B2AE3D27D4EB4Full;
+    return &cache[h >> (64 - FIELD_CACHE_BITS)];
+}
+
+/* Keeps o (a new reference, or NULL) in slot and returns it. GIL: held. */
+static PyObject *cache_put(PyObject **slot, PyObject *o) {
+    if (o != NULL) {
+        Py_INCREF(o);
+        Py_XSETREF(*slot, o);
+    }
+    return o;
+}
+
+/* Returns a new reference to the str of latin-1 bytes p[:n], or NULL with an
+ * exception set. GIL: held. */
+static PyObject *cached_str(const char *p, size_t n) {
+    if (n > FIELD_CACHE_MAX) {
+        return PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
+    }
+    PyObject **slot = cache_slot(str_cache, p, n);
+    PyObject *s = *slot;
+    /* Every cached str is compact 1-byte (DecodeLatin1 of n bytes makes a
+     * str of n code points, each < 256); its hash is computed, once, when
+     * it first goes into a dict. */
+    if (s != NULL && PyUnicode_GET_LENGTH(s) == (Py_ssize_t)n &&
+        memcmp(PyUnicode_1BYTE_DATA(s), p, n) == 0) {
+        Py_INCREF(s);
+        return s;
+    }
+    return cache_put(slot, PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL));
+}
+
+/* Returns a new reference to the bytes p[:n], or NULL with an exception
+ * set. GIL: held. */
+static PyObject *cached_bytes(const char *p, size_t n) {
+    if (n > FIELD_CACHE_MAX) {
+        return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    }
+    PyObject **slot = cache_slot(bytes_cache, p, n);
+    PyObject *b = *slot;
+    if (b != NULL && PyBytes_GET_SIZE(b) == (Py_ssize_t)n && memcmp(PyBytes_AS_STRING(b), p, n) == 0) {
+        Py_INCREF(b);
+        return b;
+    }
+    return cache_put(slot, PyBytes_FromStringAndSize(p, (Py_ssize_t)n));
+}
+
 typedef struct {
     const char *p;
     Py_ssize_t n;
@@ -1481,12 +1557,16 @@ static PyObject *new_ref(PyObject *o) {
 }
 
 /* A decimal field Go wrote (a port, a TLS number; empty: 0) as an int. */
-static PyObject *decimal(field_ref f) {
+static long decimal_value(field_ref f) {
     long v = 0;
     for (Py_ssize_t i = 0; i < f.n && i < 18; i++) {
         v = v * 10 + (f.p[i] - '0');
     }
-    return PyLong_FromLong(v);
+    return v;
+}
+
+static PyObject *decimal(field_ref f) {
+    return PyLong_FromLong(decimal_value(f));
 }
 
 /* A field as a str, latin-1 (each byte one code point). */
@@ -1494,9 +1574,10 @@ static PyObject *latin1(field_ref f) {
     return PyUnicode_DecodeLatin1(f.p, f.n, NULL);
 }
 
-/* (host, port): host latin-1 as Go formats it, as uvicorn gives it. */
+/* (host, port): host latin-1 as Go formats it, as uvicorn gives it; the
+ * host's str is shared with other requests from it (cached_str). */
 static PyObject *address(field_ref host, field_ref port) {
-    PyObject *h = latin1(host), *n = h ? decimal(port) : NULL;
+    PyObject *h = cached_str(host.p, (size_t)host.n), *n = h ? decimal(port) : NULL;
     if (n == NULL) {
         Py_XDECREF(h);
         return NULL;
@@ -1504,6 +1585,29 @@ static PyObject *address(field_ref host, field_ref port) {
     PyObject *t = PyTuple_Pack(2, h, n);
     Py_DECREF(h);
     Py_DECREF(n);
+    return t;
+}
+
+/* The server's (host, port): that of the last request, if it is the same
+ * (it nearly always is: one listener per site). GIL: held. owns: one
+ * reference to the last tuple, in last. */
+static PyObject *server_address(field_ref host, field_ref port) {
+    static PyObject *last;
+    if (last != NULL) {
+        /* The host is a latin-1 str (1 byte per character), as address
+         * made it. */
+        PyObject *h = PyTuple_GET_ITEM(last, 0), *n = PyTuple_GET_ITEM(last, 1);
+        if (PyUnicode_GET_LENGTH(h) == host.n && memcmp(PyUnicode_1BYTE_DATA(h), host.p, (size_t)host.n) == 0 &&
+            PyLong_AsLong(n) == decimal_value(port)) {
+            Py_INCREF(last);
+            return last;
+        }
+    }
+    PyObject *t = address(host, port);
+    if (t != NULL) {
+        Py_INCREF(t);
+        Py_XSETREF(last, t);
+    }
     return t;
 }
 
@@ -1567,11 +1671,6 @@ static PyObject *extensions(int flags, int http10, const field_ref *tls) {
     return ext;
 }
 
-/* A field as bytes (a copy). */
-static PyObject *bytes(field_ref f) {
-    return PyBytes_FromStringAndSize(f.p, f.n);
-}
-
 /* The request headers that follow the fixed fields: a list of (name, value)
  * bytes pairs, names lowercased by Go. */
 static PyObject *header_pairs(const char *p, const char *end) {
@@ -1584,7 +1683,8 @@ static PyObject *header_pairs(const char *p, const char *end) {
             PyErr_SetString(PyExc_SystemError, "corrupt scope buffer from Go");
         }
         if (rc > 0 && (pair = PyTuple_New(2)) != NULL) {
-            PyObject *n = bytes(name), *v = n ? bytes(value) : NULL;
+            PyObject *n = cached_bytes(name.p, (size_t)name.n);
+            PyObject *v = n ? cached_bytes(value.p, (size_t)value.n) : NULL;
             if (v == NULL) {
                 Py_XDECREF(n);
                 Py_CLEAR(pair);
@@ -1630,6 +1730,16 @@ static PyObject *utf8(field_ref f) {
     return PyUnicode_DecodeUTF8(f.p, f.n, "replace");
 }
 
+/* An empty dict with room for an HTTP scope's 14 keys: it does not grow
+ * twice on the way (8 -> 16 -> 32 slots). GIL: held. */
+static PyObject *new_scope_dict(void) {
+#if PY_VERSION_HEX < 0x030E0000
+    return _PyDict_NewPresized(14);
+#else
+    return PyDict_New();
+#endif
+}
+
 /* The HTTP scope of a new request, with a shallow copy of the runner's
  * lifespan state (Runner.state). GIL: held. owns: returns a new reference,
  * or NULL with an exception set. */
@@ -1652,7 +1762,7 @@ static PyObject *http_scope(const char *p, size_t len, int flags, PyObject *runn
     }
     /* Each value is made as it is put: put() takes it, so a failure leaves
      * nothing behind but the scope, dropped whole. */
-    PyObject *scope = state ? PyDict_New() : NULL;
+    PyObject *scope = state ? new_scope_dict() : NULL;
     if (scope == NULL ||
         put(scope, K.type, new_ref(K.http)) < 0 ||
         put(scope, K.asgi, new_ref(K.asgi_version)) < 0 ||
@@ -1660,12 +1770,12 @@ static PyObject *http_scope(const char *p, size_t len, int flags, PyObject *runn
         put(scope, K.method, method_str(f[F_METHOD])) < 0 ||
         put(scope, K.scheme, scheme_str(f[F_SCHEME])) < 0 ||
         put(scope, K.path, utf8(f[F_PATH])) < 0 ||
-        put(scope, K.raw_path, bytes(f[F_RAW_PATH])) < 0 ||
-        put(scope, K.query_string, bytes(f[F_QUERY])) < 0 ||
+        put(scope, K.raw_path, cached_bytes(f[F_RAW_PATH].p, (size_t)f[F_RAW_PATH].n)) < 0 ||
+        put(scope, K.query_string, cached_bytes(f[F_QUERY].p, (size_t)f[F_QUERY].n)) < 0 ||
         put(scope, K.root_path, utf8(f[F_ROOT])) < 0 ||
         put(scope, K.headers, header_pairs(p, end)) < 0 ||
         put(scope, K.client, address(f[F_CLIENT_HOST], f[F_CLIENT_PORT])) < 0 ||
-        put(scope, K.server, f[F_SERVER_HOST].n ? address(f[F_SERVER_HOST], f[F_SERVER_PORT])
+        put(scope, K.server, f[F_SERVER_HOST].n ? server_address(f[F_SERVER_HOST], f[F_SERVER_PORT])
                                                 : new_ref(Py_None)) < 0 ||
         put(scope, K.state, PyDict_Copy(state)) < 0 ||
         put(scope, K.extensions, extensions(flags, is(f[F_VERSION], "1.0"), &f[F_TLS])) < 0) {
@@ -2102,56 +2212,6 @@ void cs_thread_detach(cs_tstate ts) {
     PyGILState_Release(PyGILState_UNLOCKED);
 }
 
-/* Environ strings seen before, so that the keys and the usual values of
- * every request (REQUEST_METHOD, "GET", HTTP_HOST, its value, a client's
- * User-Agent...) are not made, hashed and freed anew each time: a str keeps
- * its hash, so a cached key goes into the environ dict without siphash.
- * Direct-mapped by a hash of the bytes; a field that varies (a port,
- * a path) only replaces the entry in its slot, so the cache stays bounded.
- * Sharing is invisible to apps: str is immutable.
- * GIL: every access holds it. owns: one reference to each cached str. */
-#define ENV_CACHE_BITS 10
-#define ENV_CACHE_SLOTS (1 << ENV_CACHE_BITS)
-#define ENV_CACHE_MAX 64     /* longer fields are decoded every time */
-static PyObject *env_cache[ENV_CACHE_SLOTS];
-
-/* Returns a new reference to the str of latin-1 bytes p[:n], or NULL with an
- * exception set. GIL: held. */
-static PyObject *env_str(const char *p, uint32_t n) {
-    if (n > ENV_CACHE_MAX) {
-        return PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
-    }
-    /* The slot: a multiplicative hash of the length and of the first and
-     * last 8 bytes (two loads, not a loop over the bytes: FNV-1a over every
-     * byte measured as ~2% of the server's CPU under a hello-world load).
-     * Fields differ in their first or last bytes ("HTTP_ACCEPT_ENCODING",
-     * "HTTP_ACCEPT_LANGUAGE"), and a collision costs only a miss. */
-    uint64_t a = 0, b = 0;
-    if (n >= 8) {
-        memcpy(&a, p, 8);
-        memcpy(&b, p + n - 8, 8);
-    } else {
-        memcpy(&a, p, n);
-    }
-    uint64_t h = ((a * 0x9E3779B97F4A7C15ull) ^ b ^ n) * 0xC2B2AE3D27D4EB4Full;
-    PyObject **slot = &env_cache[h >> (64 - ENV_CACHE_BITS)];
-    PyObject *s = *slot;
-    /* Every cached str is compact 1-byte (DecodeLatin1 of n bytes makes a
-     * str of n code points, each < 256); its hash is computed, once, when
-     * it first goes into an environ. */
-    if (s != NULL && PyUnicode_GET_LENGTH(s) == (Py_ssize_t)n &&
-        memcmp(PyUnicode_1BYTE_DATA(s), p, n) == 0) {
-        Py_INCREF(s);
-        return s;
-    }
-    s = PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
-    if (s != NULL) {
-        Py_INCREF(s);
-        Py_XSETREF(*slot, s);
-    }
-    return s;
-}
-
 /* Decode one length-prefixed latin-1 field of the packed environ. GIL: held.
  * Returns a new reference, or NULL at the end of (or on a corrupt) buffer. */
 static PyObject *next_field(const char **p, const char *end) {
@@ -2164,7 +2224,7 @@ static PyObject *next_field(const char **p, const char *end) {
     if ((size_t)(end - *p) < n) {
         return NULL;
     }
-    PyObject *s = env_str(*p, n);
+    PyObject *s = cached_str(*p, n);
     *p += n;
     return s;
 }

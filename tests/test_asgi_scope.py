@@ -61,6 +61,35 @@ def test_client_and_server(asgi_server):
     assert isinstance(server[1], int)
 
 
+def test_scope_fields_are_exact_when_they_repeat_and_differ(start_caddy):
+    """The bridge reuses the bytes of header names and values, raw paths and
+    query strings it has seen before, and the server address of the last
+    request; fields that differ only in their middle bytes (which share a
+    cache slot), and a server address that changes between requests (one app
+    behind two listeners), must still each arrive exactly as sent."""
+    block = asgi_block("asgiapp:app", ASGI_RAW_DIR, indent="\t")
+    srv = start_caddy("scope-cache", sites="http://:@PORT0@, http://:@PORT1@ {\n" + block + "\n}\n", nports=2)
+    try:
+        with httpx.Client(timeout=15) as client:
+            for i in range(42):
+                mid = "%02d" % (i % 7)
+                port = srv.ports[i % 2]
+                value = "aaaaaaaa-" + mid + "-bbbbbbbb"
+                name = "x-probe-aaaaaaaa-" + mid + "-bbbbbbbb"
+                url = "http://127.0.0.1:%d/scope/aaaaaaaa-%s-bbbbbbbb?q=aaaaaaaa-%s-bbbbbbbb" % (port, mid, mid)
+                r = client.get(url, headers={name: value, "x-same": "same" * (i % 3)})
+                assert r.status_code == 200, r.text[:2000]
+                scope = decode_scope_value(r.json()["scope"])
+                probes = [(k, v) for k, v in scope["headers"] if k.startswith(b"x-probe")]
+                assert probes == [(name.encode(), value.encode())]
+                assert header_values(scope, b"x-same") == [b"same" * (i % 3)]
+                assert scope["raw_path"] == ("/scope/aaaaaaaa-%s-bbbbbbbb" % mid).encode()
+                assert scope["query_string"] == ("q=aaaaaaaa-%s-bbbbbbbb" % mid).encode()
+                assert list(scope["server"]) == ["127.0.0.1", port]
+    finally:
+        srv.stop()
+
+
 def test_client_port_matches_socket(asgi_server):
     ports = {}
 
