@@ -93,6 +93,42 @@ def test_request_in_flight_during_reload_completes(reload_server):
     assert result["text"] == "slow done by v1"
 
 
+def test_requests_waiting_for_a_thread_during_reload_are_served(start_caddy, tmp_path):
+    """threads 1: while the only thread serves a slow request, two more wait
+    for it; a reload then retires that pool, which serves what waits before
+    it stops (as it would the request in flight), so no one gets a 503."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    write_app(app_dir, "v1")
+    srv = start_caddy("reload-queued", sites=sites(app_dir, threads=1))
+    try:
+        assert get_text(srv) == "v1"
+        results = {}
+
+        def get(key, path):
+            try:
+                r = httpx.get(srv.url(path), timeout=30)
+                results[key] = (r.status_code, r.text)
+            except Exception as exc:  # reported below
+                results[key] = repr(exc)
+
+        slow = threading.Thread(target=get, args=("slow", "/slow?1.5"))
+        slow.start()
+        wait_until(lambda: (app_dir / "slow-started").exists(), 10, message="slow request to start")
+        waiting = [threading.Thread(target=get, args=(i, "/")) for i in range(2)]
+        for t in waiting:
+            t.start()
+        time.sleep(0.3)  # both wait for the thread now
+        write_app(app_dir, "v2-with-a-longer-body")
+        srv.reload(sites(app_dir, threads=1))
+        for t in [slow] + waiting:
+            t.join(30)
+        assert results == {"slow": (200, "slow done by v1"), 0: (200, "v1"), 1: (200, "v1")}
+        assert get_text(srv) == "v2-with-a-longer-body"
+    finally:
+        srv.stop()
+
+
 def test_failed_reload_keeps_old_app(reload_server):
     srv, app_dir = reload_server
     assert get_text(srv) == "v1"
