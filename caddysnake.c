@@ -1397,7 +1397,7 @@ static PyObject *mod_asgi_on_flush_due(PyObject *self, PyObject *cb) {
 static struct {
     PyObject *type, *asgi, *http_version, *method, *scheme, *path, *raw_path, *query_string,
         *root_path, *headers, *client, *server, *state, *extensions;
-    PyObject *http, *https, *v10, *v11, *get, *post, *asgi_version;
+    PyObject *http, *asgi_version;
     PyObject *pathsend, *early_hint, *trailers, *tls;
     PyObject *server_cert, *client_cert_chain, *client_cert_name, *client_cert_error,
         *tls_version, *cipher_suite;
@@ -1414,8 +1414,7 @@ static int scope_consts_init(void) {
         {&K.raw_path, "raw_path"}, {&K.query_string, "query_string"},
         {&K.root_path, "root_path"}, {&K.headers, "headers"}, {&K.client, "client"},
         {&K.server, "server"}, {&K.state, "state"}, {&K.extensions, "extensions"},
-        {&K.http, "http"}, {&K.https, "https"}, {&K.v10, "1.0"}, {&K.v11, "1.1"},
-        {&K.get, "GET"}, {&K.post, "POST"}, {&K.pathsend, "http.response.pathsend"},
+        {&K.http, "http"}, {&K.pathsend, "http.response.pathsend"},
         {&K.early_hint, "http.response.early_hint"}, {&K.trailers, "http.response.trailers"},
         {&K.tls, "tls"}, {&K.server_cert, "server_cert"},
         {&K.client_cert_chain, "client_cert_chain"}, {&K.client_cert_name, "client_cert_name"},
@@ -1569,15 +1568,21 @@ static PyObject *decimal(field_ref f) {
     return PyLong_FromLong(decimal_value(f));
 }
 
-/* A field as a str, latin-1 (each byte one code point). */
+/* A field as a str, latin-1 (each byte one code point), shared with
+ * earlier requests that had the same (cached_str): "GET", "1.1", "http", a
+ * client's address. */
 static PyObject *latin1(field_ref f) {
-    return PyUnicode_DecodeLatin1(f.p, f.n, NULL);
+    return cached_str(f.p, (size_t)f.n);
 }
 
-/* (host, port): host latin-1 as Go formats it, as uvicorn gives it; the
- * host's str is shared with other requests from it (cached_str). */
+/* A field as bytes, shared like latin1's strs (cached_bytes). */
+static PyObject *bytes(field_ref f) {
+    return cached_bytes(f.p, (size_t)f.n);
+}
+
+/* (host, port): host latin-1 as Go formats it, as uvicorn gives it. */
 static PyObject *address(field_ref host, field_ref port) {
-    PyObject *h = cached_str(host.p, (size_t)host.n), *n = h ? decimal(port) : NULL;
+    PyObject *h = latin1(host), *n = h ? decimal(port) : NULL;
     if (n == NULL) {
         Py_XDECREF(h);
         return NULL;
@@ -1683,8 +1688,7 @@ static PyObject *header_pairs(const char *p, const char *end) {
             PyErr_SetString(PyExc_SystemError, "corrupt scope buffer from Go");
         }
         if (rc > 0 && (pair = PyTuple_New(2)) != NULL) {
-            PyObject *n = cached_bytes(name.p, (size_t)name.n);
-            PyObject *v = n ? cached_bytes(value.p, (size_t)value.n) : NULL;
+            PyObject *n = bytes(name), *v = n ? bytes(value) : NULL;
             if (v == NULL) {
                 Py_XDECREF(n);
                 Py_CLEAR(pair);
@@ -1708,20 +1712,6 @@ enum { F_METHOD, F_SCHEME, F_VERSION, F_PATH, F_RAW_PATH, F_QUERY, F_ROOT, F_CLI
 /* Whether a field is exactly s. GIL: not needed. */
 static int is(field_ref f, const char *s) {
     return (size_t)f.n == strlen(s) && memcmp(f.p, s, (size_t)f.n) == 0;
-}
-
-/* The method, version and scheme fields as str, their usual values shared
- * (no string made per request). */
-static PyObject *method_str(field_ref f) {
-    return is(f, "GET") ? new_ref(K.get) : is(f, "POST") ? new_ref(K.post) : latin1(f);
-}
-
-static PyObject *version_str(field_ref f) {
-    return is(f, "1.1") ? new_ref(K.v11) : is(f, "1.0") ? new_ref(K.v10) : latin1(f);
-}
-
-static PyObject *scheme_str(field_ref f) {
-    return is(f, "http") ? new_ref(K.http) : is(f, "https") ? new_ref(K.https) : latin1(f);
 }
 
 /* A field as a str, UTF-8 with U+FFFD for bytes that are not (as
@@ -1766,12 +1756,12 @@ static PyObject *http_scope(const char *p, size_t len, int flags, PyObject *runn
     if (scope == NULL ||
         put(scope, K.type, new_ref(K.http)) < 0 ||
         put(scope, K.asgi, new_ref(K.asgi_version)) < 0 ||
-        put(scope, K.http_version, version_str(f[F_VERSION])) < 0 ||
-        put(scope, K.method, method_str(f[F_METHOD])) < 0 ||
-        put(scope, K.scheme, scheme_str(f[F_SCHEME])) < 0 ||
+        put(scope, K.http_version, latin1(f[F_VERSION])) < 0 ||
+        put(scope, K.method, latin1(f[F_METHOD])) < 0 ||
+        put(scope, K.scheme, latin1(f[F_SCHEME])) < 0 ||
         put(scope, K.path, utf8(f[F_PATH])) < 0 ||
-        put(scope, K.raw_path, cached_bytes(f[F_RAW_PATH].p, (size_t)f[F_RAW_PATH].n)) < 0 ||
-        put(scope, K.query_string, cached_bytes(f[F_QUERY].p, (size_t)f[F_QUERY].n)) < 0 ||
+        put(scope, K.raw_path, bytes(f[F_RAW_PATH])) < 0 ||
+        put(scope, K.query_string, bytes(f[F_QUERY])) < 0 ||
         put(scope, K.root_path, utf8(f[F_ROOT])) < 0 ||
         put(scope, K.headers, header_pairs(p, end)) < 0 ||
         put(scope, K.client, address(f[F_CLIENT_HOST], f[F_CLIENT_PORT])) < 0 ||

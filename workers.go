@@ -131,13 +131,12 @@ func (p *pool) submit(rq *request, maxWait time.Duration) error {
 // once, and reports whether it did.
 func (p *pool) offer(rq *request, always bool) bool {
 	p.mu.Lock()
-	taker := p.taker && p.waiting.len() == 0
-	if !taker && !always {
+	wake := p.taker // parked, so nothing else waits: rq is taken at once
+	if !wake && !always {
 		p.mu.Unlock()
 		return false
 	}
 	p.waiting.push(rq)
-	wake := p.taker
 	p.taker = false
 	p.mu.Unlock()
 	if wake {
