@@ -361,7 +361,9 @@ func (rq *asgiRequest) handle_(c *asgiCmd) bool {
 		rq.commit()
 		h := rq.w.Header()
 		for k, v := range c.header {
-			h[http.TrailerPrefix+k] = v
+			if !notInTrailers[k] {
+				h[http.TrailerPrefix+k] = v
+			}
 		}
 		return !c.more
 	case cmdPathsend:
@@ -620,6 +622,15 @@ func hasBody(r *http.Request) bool {
 // that trickles in piece by piece, as under uvicorn.
 func bodyAhead(r *http.Request) bool {
 	return len(r.Header["Expect"]) == 0
+}
+
+// notInTrailers are fields a trailer section must not carry (RFC 9110
+// §6.5.1: framing, routing and content processing; hop-by-hop ones never
+// reach here, addAppHeaders drops them): an app's are dropped, as Go's
+// server would otherwise write them.
+var notInTrailers = map[string]bool{
+	"Content-Length": true, "Content-Type": true, "Content-Encoding": true, "Content-Range": true,
+	"Host": true, "Connection": true,
 }
 
 func acceptsTrailers(r *http.Request) bool {

@@ -161,6 +161,16 @@ def _flush():
 
 _EMPTY_BODY = {"type": "http.request", "body": b"", "more_body": False}
 _DISCONNECT = {"type": "http.disconnect"}
+_TRAILERS_DUE = 2  # _Conn.trailers: the body has ended, the trailers are due
+
+
+def _as_int(value, what):
+    """An int message field given as an int subclass (http.HTTPStatus, an
+    IntEnum: FastAPI's status_code=HTTPStatus.CREATED), as a plain int; the
+    spec's "int" includes them, and uvicorn takes them. TypeError otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    raise TypeError("%s must be int, not %s" % (what, type(value).__name__))
 
 
 def _client_left(exc, depth=0):
@@ -222,7 +232,8 @@ class _Exchange:
     """What an HTTP request and a WebSocket connection share: the app's task,
     and futures the Go-side events resolve."""
 
-    __slots__ = ("handle", "flags", "scope", "waiter", "queued", "queued_bytes", "taken", "drained", "send_error")
+    __slots__ = ("handle", "flags", "scope", "waiter", "queued", "queued_bytes", "taken", "drained", "send_error",
+                 "out_left")
 
     # Whether Go must hear that the app returned even when it succeeded.
     SIGNAL_END = True
@@ -246,6 +257,7 @@ class _Exchange:
         self.taken = 0  # messages Go has acknowledged so far
         self.drained = None  # the future send()s wait on for the next acknowledgement
         self.send_error = None  # set when no queued message will be written
+        self.out_left = None  # of a response with a Content-Length: bytes not yet sent
 
     async def run(self, runner, scope):
         failed = True
@@ -278,6 +290,19 @@ class _Exchange:
                     _caddysnake.asgi_signal(self.handle, SIG_DONE, int(failed))
                 except OSError:
                     pass  # the exchange was already over: nothing to report
+
+    def _count_out(self, n, more):
+        """Count n body bytes against the response's Content-Length (called
+        while out_left is not None). Going past it, or ending short of it,
+        is the app's error, raised in its send() as uvicorn does (not passed
+        on quietly), so the client gets a 500 or a cut-off response, not one
+        that looks whole. (HEAD and 204/304 responses, whose body Go drops,
+        are not counted.)"""
+        left = self.out_left - n
+        if left < 0 or (left and not more):
+            self.out_left = None  # Go cuts what follows, should the app go on
+            raise RuntimeError("Response content %s than Content-Length" % ("longer" if left < 0 else "shorter"))
+        self.out_left = left
 
     def _wake(self):
         w, self.waiter = self.waiter, None
@@ -362,8 +387,7 @@ def _content_length(headers):
 class _Conn(_Exchange):
     """One HTTP request: the app's receive/send, and its Go-side events."""
 
-    __slots__ = ("chunks", "body_done", "asked", "disconnected", "started", "complete", "trailers", "left",
-                 "out_left")
+    __slots__ = ("chunks", "body_done", "asked", "disconnected", "started", "complete", "trailers", "left")
 
     # Go ends an HTTP exchange by itself once the response is complete (the
     # last body chunk, trailers or pathsend): a successful return needs no
@@ -383,7 +407,6 @@ class _Conn(_Exchange):
         self.complete = False
         self.trailers = False
         self.left = -1  # of a large body of known length: bytes not yet received
-        self.out_left = None  # of a response with a Content-Length: bytes not yet sent
 
     def make_scope(self, runner, scope):  # a large body's only (SCOPE_FLAGS)
         self.left = _content_length(scope["headers"])
@@ -448,10 +471,13 @@ class _Conn(_Exchange):
                 # (as uvicorn does), even if body was left unread (the empty
                 # body of a GET included); Go sends no event for it.
                 return _DISCONNECT
+            if self.disconnected:
+                # The client has left: http.disconnect at once, even with body
+                # left unread (as uvicorn), so a check such as Starlette's
+                # is_disconnected() (one receive() that must not wait) sees it.
+                return _DISCONNECT
             if self.chunks:
                 return self.chunks.pop(0)
-            if self.disconnected:
-                return _DISCONNECT
             if not self.body_done and not self.asked:
                 self.asked = True
                 try:
@@ -469,15 +495,6 @@ class _Conn(_Exchange):
             # Waits for a body chunk, or (body done) for the client to leave or
             # the response to finish.
             await self._wait()
-
-    def _miscounted(self, longer):
-        """The body went past the response's Content-Length, or ended short
-        of it: the app's error, raised in its send() as uvicorn does (not
-        passed on quietly), so the client gets a 500 or a cut-off response,
-        not one that looks whole. (HEAD and 204/304 responses, whose body Go
-        drops, are not counted.)"""
-        self.out_left = None  # Go cuts what follows, should the app go on
-        raise RuntimeError("Response content %s than Content-Length" % ("longer" if longer else "shorter"))
 
     async def send(self, message):
         if self.disconnected:
@@ -498,31 +515,30 @@ class _Conn(_Exchange):
             if self.complete:
                 raise RuntimeError("http.response.body sent after the response was complete")
             body = message.get("body", b"")
-            if type(body) is not bytes and not isinstance(body, (bytearray, memoryview)):
+            if type(body) is not bytes and not isinstance(body, (bytes, bytearray, memoryview)):
                 raise TypeError("http.response.body 'body' must be bytes, not %s" % type(body).__name__)
             more = message.get("more_body", False)
-            left = self.out_left
-            if left is not None:  # counted inline: most responses pass here once
-                left -= len(body)
-                if left < 0 or (left and not more):
-                    self._miscounted(left < 0)
-                self.out_left = left
+            if self.out_left is not None:
+                self._count_out(len(body), more)
             if more:
                 mine = self._stream(_caddysnake.asgi_body, (body, True), len(body))
                 if mine:
                     await self._room(mine)
             else:
                 _caddysnake.asgi_body(self.handle, body, False)
-                if not self.trailers:
+                if self.trailers:
+                    self.trailers = _TRAILERS_DUE
+                else:
                     self._finish()
         elif kind == "http.response.start":
             if self.started:
                 raise RuntimeError("http.response.start sent twice")
             status = message["status"]
             if type(status) is not int:
-                raise TypeError("http.response.start 'status' must be int, not %s" % type(status).__name__)
+                status = _as_int(status, "http.response.start 'status'")
             # trailers: True (they will be sent), None (announced, but the
-            # client did not send "TE: trailers": dropped) or False.
+            # client did not send "TE: trailers": dropped) or False;
+            # _TRAILERS_DUE once the body has ended.
             if message.get("trailers", False):
                 self.trailers = True if self.flags & NEW_TRAILERS else None
             left = _caddysnake.asgi_headers(
@@ -532,13 +548,15 @@ class _Conn(_Exchange):
             self.out_left = left
             self.started = True
         elif kind == "http.response.trailers":
-            if self.trailers is None:  # the client cannot take them
+            if self.trailers is None and self.complete:  # the client cannot take them
                 if not message.get("more_trailers", False):
                     self.trailers = False  # that was the last one
                 return
-            if not self.trailers or self.complete:
-                raise RuntimeError("http.response.trailers sent after the last one" if self.complete else
-                                   "http.response.trailers not announced by http.response.start")
+            if self.trailers is not _TRAILERS_DUE or self.complete:
+                raise RuntimeError(
+                    "http.response.trailers sent after the last one" if self.complete else
+                    "http.response.trailers not announced by http.response.start" if not self.started or
+                    self.trailers is False else "http.response.trailers sent before the body's last chunk")
             more = bool(message.get("more_trailers", False))
             _caddysnake.asgi_headers(self.handle, H_TRAILERS, 0, message.get("headers", ()), int(more))
             if not more:
@@ -568,7 +586,8 @@ class _WSConn(_Exchange):
     back what it received in lumps (WS_CREDIT_*) so Go reads on.
     """
 
-    __slots__ = ("connected", "accepted", "denying", "closed", "queue", "code", "reason", "owed_msgs", "owed_bytes")
+    __slots__ = ("connected", "accepted", "denying", "closed", "ended_by_app", "queue", "code", "reason", "owed_msgs",
+                 "owed_bytes")
 
     def __init__(self, handle, flags):
         super().__init__(handle, flags)
@@ -576,6 +595,7 @@ class _WSConn(_Exchange):
         self.accepted = False
         self.denying = False  # sending websocket.http.response.*
         self.closed = False  # the connection is over (either side)
+        self.ended_by_app = False  # by its websocket.close or a whole denial response
         self.queue = collections.deque()  # (message, its size)
         self.owed_msgs = 0  # received, not yet handed back to Go
         self.owed_bytes = 0
@@ -586,6 +606,9 @@ class _WSConn(_Exchange):
         return runner.ws_scope(scope)
 
     def returned(self):
+        if self.denying and not self.closed:
+            logs.error("ASGI app returned without completing the HTTP response to %s" % self.what())
+            return True  # Go answers 500, or cuts the response short
         if self.accepted or self.closed or self.denying:
             return False  # Go closes with 1000 (or has refused, or answered)
         logs.error("ASGI app returned without accepting or closing %s" % self.what())
@@ -653,6 +676,8 @@ class _WSConn(_Exchange):
     async def send(self, message):
         kind = message["type"]
         if self.closed:
+            if self.ended_by_app:  # the app's mistake, not a client that left: logged
+                raise RuntimeError("%s sent after the app's websocket.close or HTTP response" % (kind,))
             raise ClientDisconnected("WebSocket closed (%d)" % self.code)
         if kind == "websocket.send":
             if not self.accepted:
@@ -684,7 +709,7 @@ class _WSConn(_Exchange):
                 raise RuntimeError("websocket.close during an HTTP denial response")
             code = message.get("code") or 1000
             if type(code) is not int:
-                raise TypeError("websocket.close 'code' must be int, not %s" % type(code).__name__)
+                code = _as_int(code, "websocket.close 'code'")
             # Lenient like uvicorn: before accept the reason is unused (403),
             # and FastAPI passes a list of validation errors as the reason.
             reason = message.get("reason") or ""
@@ -692,28 +717,30 @@ class _WSConn(_Exchange):
                 reason = str(reason)
             reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")  # RFC 6455 5.5
             _caddysnake.asgi_ws(self.handle, WS_CLOSE, code, reason)
-            self.closed, self.code, self.reason = True, code, reason
+            self.closed, self.ended_by_app, self.code, self.reason = True, True, code, reason
         elif kind == "websocket.http.response.start":
             if self.accepted or self.denying:
                 raise RuntimeError("websocket.http.response.start after accept or twice")
             status = message["status"]
             if type(status) is not int:
-                raise TypeError("'status' must be int, not %s" % type(status).__name__)
-            _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), 0)
+                status = _as_int(status, "websocket.http.response.start 'status'")
+            left = _caddysnake.asgi_headers(self.handle, H_START, status, message.get("headers", ()), 0)
+            self.out_left = None if status == 204 or status == 304 else left
             self.denying = True
         elif kind == "websocket.http.response.body":
             if not self.denying:
                 raise RuntimeError("websocket.http.response.body before websocket.http.response.start")
             body = message.get("body", b"")
             more = bool(message.get("more_body", False))
+            if self.out_left is not None:
+                self._count_out(len(body), more)
             if more:
                 mine = self._stream(_caddysnake.asgi_body, (body, True), len(body))
                 if mine:
                     await self._room(mine)
             else:
                 _caddysnake.asgi_body(self.handle, body, False)
-            if not more:
-                self.closed, self.code = True, 1000
+                self.closed, self.ended_by_app, self.code = True, True, 1000
         else:
             raise ValueError("unexpected ASGI message type %r on a WebSocket connection" % (kind,))
 

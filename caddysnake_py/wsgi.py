@@ -168,7 +168,7 @@ _CODES_MAX = 256
 
 def _status_code(status):
     """The numeric code of a PEP 3333 status line ("200 OK"); ValueError if malformed."""
-    if type(status) is not str:
+    if not isinstance(status, str):
         raise TypeError("status must be str, not %s" % type(status).__name__)
     code = status[:3]
     if (
@@ -226,7 +226,7 @@ class _Response:
             self._send(data, True)
 
     def _send(self, data, flush):
-        if type(data) is not bytes and not isinstance(data, (bytearray, memoryview)):
+        if type(data) is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("WSGI response body chunks must be bytes, not %s" % type(data).__name__)
         if self.sent:
             self.req.send(0, None, data, flush)

@@ -86,6 +86,14 @@ def test_a_sized_start_is_held_so_a_later_failure_is_a_500(asgi_server):
     assert r.status_code == 500
 
 
+def test_status_and_body_may_be_int_and_bytes_subclasses(asgi_server):
+    """The spec's "int" status includes an http.HTTPStatus (FastAPI's
+    JSONResponse(status_code=HTTPStatus.CREATED)), its "bytes" body a bytes
+    subclass, as uvicorn takes them; both were a 500."""
+    r = httpx.get(asgi_server.url("/typed-values"), timeout=10)
+    assert (r.status_code, r.content) == (201, b"typed")
+
+
 def test_status_and_duplicate_response_headers(asgi_server):
     resp = raw_request(asgi_server.port, b"GET /response-headers HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
     assert resp.status == 201, resp.raw[:500]
@@ -234,10 +242,39 @@ def test_send_after_client_left_raises_oserror(asgi_server):
     assert "timeout" not in evs
 
 
-def _leave_early(port, target, after=0.1):
+def _leave_early(port, target, after=0.1, body=None):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        if body is None:
+            s.sendall(f"GET {target} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+        else:
+            s.sendall(f"POST {target} HTTP/1.1\r\nHost: h\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
         time.sleep(after)
+
+
+@pytest.mark.parametrize("body", [None, b"b" * 100], ids=["get", "small-body"])
+def test_a_client_that_left_is_seen_by_one_receive_that_does_not_wait(asgi_server, body):
+    """Starlette's request.is_disconnected() makes one receive() that must
+    not wait (in a cancelled scope). Once the client has left it must say
+    http.disconnect, as under uvicorn, even with the request's body still
+    unread: before, it took the pending body (or the empty one of a GET)
+    and said the client was there."""
+    ident = uuid.uuid4().hex[:12]
+    _leave_early(asgi_server.port, f"/poll-disconnect?id={ident}&t=0.5", body=body)
+    evs = wait_until(lambda: read_events(asgi_server, ident), 5.0, interval=0.1,
+                     message="the app to poll after its client left")
+    assert evs == ["poll:http.disconnect"], evs
+
+
+def test_a_client_that_left_a_large_body_unread_is_seen_by_the_next_poll(asgi_server):
+    """A body of 16 KiB or more is read only when the app asks: Go learns
+    the client left by reading it, so the first poll (which asks) cannot
+    know yet, and the body's chunks it reads meanwhile may come first; but
+    once Go has seen the client go, the next poll says so."""
+    ident = uuid.uuid4().hex[:12]
+    _leave_early(asgi_server.port, f"/poll-disconnect?id={ident}&t=0.5&n=5", body=b"b" * 20000)
+    evs = wait_until(lambda: read_events(asgi_server, ident), 5.0, interval=0.1,
+                     message="the app to poll after its client left")
+    assert len(evs) == 1 and evs[0].endswith(",http.disconnect"), evs
 
 
 def test_response_after_client_left_is_dropped_quietly(asgi_server):
@@ -416,6 +453,30 @@ def test_trailers_the_client_did_not_ask_for_are_dropped(asgi_server):
     log = asgi_server.wait_for_log("http.response.trailers sent after the last one", since=mark)
     # (the raising source line, which Python 3.13 shows whole, names both)
     assert "Error: http.response.trailers not announced" not in log
+
+
+def test_framing_fields_are_not_sent_as_trailers(asgi_server):
+    """RFC 9110 6.5.1: a trailer section must not carry framing, routing or
+    content fields (a Content-Length there could be merged by a client into
+    the headers); the app's are dropped, its other trailers go out."""
+    resp = raw_request(asgi_server.port, b"GET /trailers-misused HTTP/1.1\r\nHost: h\r\nTE: trailers\r\n"
+                                         b"Connection: close\r\n\r\n")
+    assert resp.status == 200 and resp.complete, resp.raw[:500]
+    assert resp.body == b"part1;part2"
+    tail = resp.after_headers[resp.after_headers.rfind(b"\r\n0\r\n") + 2:]
+    assert tail.lower() == b"0\r\nx-checksum: sha-abc123\r\n\r\n", tail
+
+
+def test_trailers_before_the_last_body_chunk_are_the_apps_error(asgi_server):
+    """Trailers come after the body (ASGI: "after the last body message");
+    sent while more body is due, send() raises and the error is logged; the
+    client gets no trailers it could take for the real ones."""
+    mark = asgi_server.log_mark()
+    resp = raw_request(asgi_server.port, b"GET /trailers-misused?early=1 HTTP/1.1\r\nHost: h\r\n"
+                                         b"TE: trailers\r\nConnection: close\r\n\r\n")
+    assert b"early" not in resp.raw
+    assert not resp.complete or resp.status == 500, resp.raw[:500]
+    asgi_server.wait_for_log("http.response.trailers sent before the body's last chunk", since=mark)
 
 
 def test_trailers_over_h2c(asgi_server):

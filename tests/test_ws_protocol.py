@@ -7,7 +7,7 @@ import os
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from test_ws_support import (  # noqa: F401  (fixtures)
     OP_CLOSE, OP_PONG, OP_TEXT, OP_PING, OP_CONT, RawWS, _ws_server_holder, connect, decode_scope,
@@ -163,6 +163,60 @@ def test_http_response_denial_extension(ws_server, status):
     assert resp.headers["X-Denied"] == "by-app"
     assert resp.headers["Content-Type"] == "text/plain"
     assert resp.body == b"denied by the app"
+
+
+def _denied(ws_server, path):
+    async def go():
+        with pytest.raises(InvalidStatus) as ei:
+            async with connect(ws_server, path):
+                pass
+        return ei.value.response
+    return run(go())
+
+
+def test_a_denial_response_left_without_its_body_is_a_logged_500(ws_server):
+    """The spec requires websocket.http.response.body after the start: an
+    app that returns without it gets a 500, and the log says why."""
+    mark = ws_server.log_mark()
+    assert _denied(ws_server, "/deny?status=401&body=0").status_code == 500
+    ws_server.wait_for_log("ASGI app returned without completing the HTTP response to WebSocket /deny",
+                           since=mark)
+
+
+@pytest.mark.parametrize("cl", ["10", "40"], ids=["longer", "shorter"])
+def test_a_denial_body_that_misses_its_content_length_is_the_apps_error(ws_server, cl):
+    """As for an HTTP response: a denial body longer or shorter than the
+    Content-Length the app declared raises in send() and is logged (the
+    client never gets a response that looks whole)."""
+    mark = ws_server.log_mark()
+    try:
+        resp = _denied(ws_server, f"/deny?status=401&cl={cl}")
+        assert resp.status_code == 500 or len(resp.body) != int(cl), (resp.status_code, resp.body)
+    except (OSError, EOFError, InvalidMessage):
+        pass  # cut off mid-body: what a client of a response that went wrong sees
+    longer = "longer" if cl == "10" else "shorter"
+    ws_server.wait_for_log(f"Response content {longer} than Content-Length", since=mark)
+
+
+@pytest.mark.parametrize("deny", ["0", "1"], ids=["after-close", "after-denial"])
+def test_a_message_after_the_apps_own_close_is_its_logged_error(ws_server, deny):
+    """After its own websocket.close (or whole denial response) a message is
+    the app's protocol error: RuntimeError, logged, as under uvicorn; not the
+    ClientDisconnected (an OSError, never logged) of a client that left."""
+    i = ident()
+    mark = ws_server.log_mark()
+
+    async def go():
+        try:
+            async with connect(ws_server, f"/send-after-own-close?id={i}&deny={deny}") as ws:
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 5)
+        except InvalidStatus:
+            assert deny == "1"
+    run(go())
+    evs = wait_events(ws_server, i, lambda e: any(x.startswith("send:") for x in e))
+    assert evs == ["send:RuntimeError:oserror=False"], evs
+    ws_server.wait_for_log("sent after the app's websocket.close or HTTP response", since=mark)
 
 
 def test_plain_http_get_on_ws_route_is_http(ws_server):

@@ -439,6 +439,14 @@ def test_headers_given_as_a_tuple_are_taken_as_gunicorn_does(raw_server):
     assert r.headers["x-given-as"] == "tuple" and r.text == "headers given"
 
 
+@pytest.mark.parametrize("one_chunk", ["1", "0"], ids=["list", "generator"])
+def test_status_and_chunks_may_be_str_and_bytes_subclasses(raw_server, one_chunk):
+    """PEP 3333's status "str" and body "bytestrings" include subclasses,
+    as gunicorn takes them; both were a 500."""
+    r = httpx.get(raw_server.url(f"/typed_values?list={one_chunk}"), timeout=10)
+    assert (r.status_code, r.content) == (201, b"typed")
+
+
 def test_headers_given_as_a_dict_are_500(raw_server):
     r = httpx.get(raw_server.url("/headers_as?as=dict"), timeout=10)
     assert r.status_code == 500 and "x-given-as" not in r.headers

@@ -370,6 +370,54 @@ async def trailers(scope, receive, send):
                 "headers": [(b"x-checksum", b"sha-abc123")], "more_trailers": False})
 
 
+async def trailers_misused(scope, receive, send):
+    """?framing=1: trailers that name framing and content fields (which a
+    trailer section must not carry) beside an allowed one; ?early=1:
+    trailers sent while the body still has more to come (the app's error)."""
+    q = qs(scope)
+    await send({"type": "http.response.start", "status": 200, "trailers": True,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"part1;", "more_body": True})
+    if "early" in q:
+        await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"early")]})
+    await send({"type": "http.response.body", "body": b"part2", "more_body": False})
+    await send({"type": "http.response.trailers", "headers": [
+        (b"content-length", b"99"), (b"content-type", b"text/html"), (b"connection", b"close"),
+        (b"x-checksum", b"sha-abc123")]})
+
+
+async def typed_values(scope, receive, send):
+    """The status as an http.HTTPStatus (an int subclass, as FastAPI passes
+    status_code=HTTPStatus.CREATED) and the body as a bytes subclass."""
+    import http
+
+    class Body(bytes):
+        pass
+
+    await send({"type": "http.response.start", "status": http.HTTPStatus.CREATED,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": Body(b"typed")})
+
+
+async def poll_disconnect(scope, receive, send):
+    """Starlette's is_disconnected(): one receive() in a cancelled scope,
+    after ?t= seconds of work; records what each poll said."""
+    q = qs(scope)
+    await asyncio.sleep(float(q.get("t", "0.5")))
+    seen = []
+    for _ in range(int(q.get("n", "1"))):  # ?n=: polls, 0.1 s apart, until one says disconnect
+        task = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)  # one step: what receive() has at hand, no waiting
+        if not task.done():
+            task.cancel()
+        seen.append(task.result()["type"] if task.done() else "pending")
+        if seen[-1] == "http.disconnect":
+            break
+        await asyncio.sleep(0.1)
+    record(q.get("id", "-"), "poll:" + ",".join(seen))
+    await respond(send, 200, b"polled")
+
+
 async def trailers_always(scope, receive, send):
     """Trailers sent without looking at scope["extensions"]."""
     await send({"type": "http.response.start", "status": 200, "trailers": True,
@@ -637,6 +685,9 @@ ROUTES = {
     "/early-hint": early_hint,
     "/trailers": trailers,
     "/trailers-always": trailers_always,
+    "/trailers-misused": trailers_misused,
+    "/typed-values": typed_values,
+    "/poll-disconnect": poll_disconnect,
     "/sleep": sleep,
     "/bigstream": bigstream,
     "/firehose": firehose,

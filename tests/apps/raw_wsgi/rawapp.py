@@ -525,6 +525,24 @@ def headers_as(environ, start_response):
     return [b"headers given"]
 
 
+class _Status(str):
+    pass
+
+
+class _Chunk(bytes):
+    pass
+
+
+def typed_values(environ, start_response):
+    """A status line that is a str subclass and body chunks that are bytes
+    subclasses (?list=1: a one-chunk list, else a generator): PEP 3333's
+    "str" and "bytestrings", as gunicorn takes them."""
+    start_response(_Status("201 Created"), [("Content-Type", "text/plain")])
+    if qs(environ).get("list") == "1":
+        return [_Chunk(b"typed")]
+    return (c for c in [_Chunk(b"ty"), _Chunk(b"ped")])
+
+
 def _start_dynamic(start_response, n, tag):
     values = {f"X-Dyn-{i}": f"value-{i}-{tag}-" + "v" * (i % 7) for i in range(n)}
     body = json.dumps(values).encode()
@@ -820,6 +838,7 @@ ROUTES = {
     "/cl_short": cl_short,
     "/bad": bad,
     "/headers_as": headers_as,
+    "/typed_values": typed_values,
     "/sleep": sleep,
     "/overlap": overlap,
     "/overlap/max": overlap_max,

@@ -197,13 +197,37 @@ async def ws_app(scope, receive, send):
         raise RuntimeError("raised before accept (test)")
 
     elif path == "/deny":
+        # ?cl=: declare that Content-Length (the body is 17 bytes); ?body=0:
+        # return after the start, without the body the spec requires.
         await connect(receive)
         status = int(q.get("status", "418"))
-        await send({"type": "websocket.http.response.start", "status": status,
-                    "headers": [(b"content-type", b"text/plain"), (b"x-denied", b"by-app")]})
+        headers = [(b"content-type", b"text/plain"), (b"x-denied", b"by-app")]
+        if "cl" in q:
+            headers.append((b"content-length", q["cl"].encode()))
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        if q.get("body") == "0":
+            return
         await send({"type": "websocket.http.response.body", "body": b"denied ", "more_body": True})
         await send({"type": "websocket.http.response.body", "body": b"by the app"})
         record(ident, "denied")
+
+    elif path == "/send-after-own-close":
+        # The app's mistake: a message after its own close (?deny=1: after
+        # its whole denial response); records what send() raised.
+        await connect(receive)
+        if q.get("deny") == "1":
+            await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+            await send({"type": "websocket.http.response.body", "body": b"no"})
+            message = {"type": "websocket.accept"}
+        else:
+            await accept(send)
+            await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
+            message = {"type": "websocket.send", "text": "x"}
+        try:
+            await send(message)
+        except Exception as exc:
+            record(ident, "send:%s:oserror=%s" % (type(exc).__name__, isinstance(exc, OSError)))
+            raise
 
     elif path == "/close":
         await connect(receive)
