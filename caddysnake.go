@@ -290,7 +290,12 @@ func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	rq.readAhead()
 	switch err := p.pool.submit(rq, time.Duration(p.MaxWait)); {
 	case err == errClientGone:
-		return nil // nobody is left to answer
+		// Go cancelled the request while it waited for a thread: its client
+		// left, or half-closed after sending it. Logged as reverse_proxy
+		// logs it; and a client that still reads gets that 499, not an
+		// empty 200 that looks whole.
+		w.WriteHeader(499)
+		return nil
 	case err != nil:
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}

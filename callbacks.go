@@ -283,11 +283,8 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 		return C.CS_ERR_BAD_STATE
 	}
 	if tail != nil {
-		switch {
-		case !bodyAllowed(rq.status):
+		if !bodyAllowed(rq.status) {
 			return C.CS_OK // Go drops a 204's or 304's body: nothing to keep
-		case rq.r.Context().Err() != nil:
-			return C.CS_ERR_CLIENT_GONE
 		}
 		return rq.keepTail(tail, cbytes(body, blen))
 	}
@@ -297,10 +294,11 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 	if err := rq.ownWriter(); err != nil {
 		return writeErr(err)
 	}
+	// A cancelled request context is no reason not to write: Go cancels it
+	// when the client half-closes after its request (nc -N, HTTP/1.0
+	// scripts), and such a client reads the answer, as gunicorn gives it;
+	// one that really left makes the write fail.
 	if blen > 0 && bodyAllowed(rq.status) {
-		if rq.r.Context().Err() != nil {
-			return C.CS_ERR_CLIENT_GONE
-		}
 		if blen >= yieldWrite {
 			w.yield() // the write is long and needs no GIL: let the next request run
 		}
@@ -429,9 +427,6 @@ func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.lon
 	}
 	if !bodyAllowed(rq.status) || count == 0 {
 		return 0
-	}
-	if rq.r.Context().Err() != nil {
-		return C.CS_ERR_CLIENT_GONE
 	}
 	// Python keeps its descriptor (the app may close it as soon as this
 	// returns); Go sends from a file of its own once the worker is free

@@ -149,9 +149,6 @@ func cs_go_stream(h C.uintptr_t, body *C.char, blen C.size_t) (rc C.long) {
 	if !bodyAllowed(rq.status) {
 		return C.CS_OK
 	}
-	if rq.r.Context().Err() != nil {
-		return C.CS_ERR_CLIENT_GONE
-	}
 	b := rq.body.clip(unsafe.Slice((*byte)(unsafe.Pointer(body)), int(blen)))
 	if len(b) == 0 {
 		return C.CS_OK

@@ -86,7 +86,7 @@ func (rq *request) finishWrites() {
 	if !rq.hasTail() {
 		return // most responses: nothing left (and no walk up the context chain)
 	}
-	send := rq.r.Method != http.MethodHead && rq.r.Context().Err() == nil
+	send := rq.r.Method != http.MethodHead // (written even if Go cancelled the request: see cs_go_send)
 	if obj := rq.tailObj; obj != nil {
 		b := rq.tail
 		rq.tail, rq.tailObj = nil, nil

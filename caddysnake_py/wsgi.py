@@ -257,6 +257,11 @@ class _Response:
             return False
         if not stat.S_ISREG(st.st_mode) or self.headers is None or self.sent:
             return False
+        if getattr(wrapper, "close", None) != getattr(f, "close", None):
+            # The app's own close() runs once the request is done (PEP 3333)
+            # and may change the file (truncate it, rewrite it): its bytes are
+            # read here, before that, not by Go after it.
+            return False
         count = max(0, st.st_size - offset)
         headers = self.headers
         declared = [v for k, v in headers if type(k) is str and k.lower() == "content-length"]

@@ -2,13 +2,15 @@
 file_wrapper, bodiless statuses, Content-Length and header validation."""
 
 import hashlib
+import os
 import random
+import socket
 import uuid
 
 import httpx
 import pytest
 
-from conftest import dechunk, h2_frames, held_back_at, read_events, wait_until
+from conftest import dechunk, h2_frames, held_back_at, parse_raw_response, read_events, wait_until
 
 
 # /mixed-chunks in apps/raw_wsgi: small and large chunks alternating.
@@ -215,6 +217,51 @@ def test_file_wrapper_large_file(raw_server, big_file, cl):
     assert hashlib.sha256(r.content).hexdigest() == digest
     if cl == "1":
         assert r.headers["content-length"] == str(size)
+
+
+def _half_closed_get(port, target, version="1.1"):
+    """GET target, then shut the sending side (nc -N, HTTP/1.0 scripts) and
+    read the answer to the end."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(f"GET {target} HTTP/{version}\r\nHost: h\r\n\r\n".encode())
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return parse_raw_response(data)
+
+
+@pytest.mark.parametrize("target, body", [
+    ("/hello", b"hello world"),
+    ("/stream?n=3&delay=0.05", b"chunk-0;chunk-1;chunk-2;"),
+    ("/sleep?t=0.3", None),
+    ("/tail", None),
+], ids=["one-chunk", "streamed", "slow", "large-tail"])
+def test_a_client_that_half_closed_after_its_request_gets_the_whole_response(raw_server, target, body):
+    """Go cancels the request when the client half-closes, though it still
+    reads: it gets the app's whole response, as from gunicorn (and Caddy's
+    respond); before, the headers went out and the body was dropped, which
+    made a streamed response an empty 200 with Content-Length: 0."""
+    resp = _half_closed_get(raw_server.port, target)
+    assert resp.status == 200 and resp.complete, resp.raw[:300]
+    whole = httpx.get(raw_server.url(target), timeout=15)
+    if body is None:
+        assert len(resp.body) == len(whole.content) > 0
+    else:
+        assert resp.body == body == whole.content
+
+
+def test_file_wrapper_file_is_sent_before_the_apps_close_changes_it(raw_server, tmp_path):
+    """A file_wrapper whose close() the app replaced (here: it truncates the
+    file) is read before close() runs, as PEP 3333 orders them; Go sending
+    the file after the thread was free sent a Content-Length and no bytes."""
+    p = tmp_path / "truncated-on-close.bin"
+    data = os.urandom(300_000)
+    p.write_bytes(data)
+    r = httpx.get(raw_server.url("/file_wrapper"), params={"path": str(p), "truncate_on_close": "1"}, timeout=10)
+    assert r.status_code == 200
+    assert len(r.content) == len(data) and r.content == data
+    assert p.stat().st_size == 0  # close() ran
 
 
 def test_file_wrapper_small_file(raw_server, tmp_path):

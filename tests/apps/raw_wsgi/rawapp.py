@@ -797,7 +797,15 @@ def file_wrapper(environ, start_response):
     wrapper = environ.get("wsgi.file_wrapper")
     if wrapper is None:
         return iter(lambda: f.read(65536), b"")
-    return wrapper(f, 65536)
+    wrapped = wrapper(f, 65536)
+    if q.get("truncate_on_close") == "1":
+        # The app's own close() empties the file: PEP 3333 runs it once the
+        # response is done, so the client must still get every byte.
+        def close():
+            f.close()
+            open(path, "wb").close()
+        wrapped.close = close
+    return wrapped
 
 
 # ---------------------------------------------------------------- dispatch
