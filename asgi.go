@@ -548,7 +548,9 @@ func (rq *asgiRequest) readBody(into []byte, ref pyRef) {
 		}
 		return
 	}
-	if rq.bodyLeft > 0 {
+	if err == io.EOF {
+		rq.bodyLeft = 0 // a chunked body's end too: finishHeaders keeps the connection
+	} else if rq.bodyLeft > 0 {
 		rq.bodyLeft -= int64(n)
 	}
 	more := err == nil && rq.bodyLeft != 0

@@ -51,6 +51,7 @@ type request struct {
 	// Caddy answers itself (refusal): the handler error ServeHTTP returns.
 	refused  error
 	consumed int64 // body bytes given to the app
+	ended    bool  // the body's end was read (a chunked one's too)
 	// uploadLost: a body read failed because the client left (left).
 	uploadLost bool
 	// spool: the body, drained to disk while the request waited for a
@@ -74,6 +75,7 @@ func newRequest(w http.ResponseWriter, r *http.Request) *request {
 	rq.w, rq.r = w, r
 	rq.status, rq.body, rq.aborted, rq.rc = 0, bodyLimit{length: -1}, false, nil
 	rq.ahead, rq.aheadErr, rq.whole, rq.refused, rq.consumed, rq.uploadLost = nil, nil, false, nil, 0, false
+	rq.ended = false
 	return rq
 }
 
@@ -166,6 +168,9 @@ func (rq *request) read(b []byte) (int, error) {
 			src = rq.spool
 		}
 		m, err := src.Read(b)
+		if err == io.EOF {
+			rq.ended = true
+		}
 		switch {
 		case m > 0:
 			rq.consumed += int64(m)

@@ -724,3 +724,35 @@ def read_first_chunk_and_close(port, path, marker: bytes, timeout=10.0):
         assert buf.startswith(b"HTTP/1.1 200"), buf[:200]
     finally:
         s.close()
+
+
+def chunked_expect_twice(port, target):
+    """Two chunked uploads behind "Expect: 100-continue" on one connection,
+    each read whole by the app; the heads of both responses."""
+    heads = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.settimeout(5)
+        for _ in range(2):
+            s.sendall(f"POST {target} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+                      "Expect: 100-continue\r\n\r\n".encode())
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                c = s.recv(65536)
+                assert c, buf
+                buf += c
+            assert buf.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), buf
+            s.sendall(b"5\r\nhello\r\n0\r\n\r\n")
+            buf = buf.partition(b"\r\n\r\n")[2]
+            while b"\r\n\r\n" not in buf:
+                c = s.recv(65536)
+                assert c, (heads, buf)
+                buf += c
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            n = int(next(v for k, _, v in (line.partition(b": ") for line in head.split(b"\r\n"))
+                         if k.lower() == b"content-length"))
+            while len(rest) < n:
+                c = s.recv(65536)
+                assert c, (heads, head)
+                rest += c
+            heads.append(head.lower())
+    return heads

@@ -10,7 +10,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import raw_request, read_first_chunk_and_close, wait_until
+from conftest import chunked_expect_twice, raw_request, read_first_chunk_and_close, wait_until
 
 
 def read_events(server, ident):
@@ -274,6 +274,14 @@ def test_small_body_is_one_event(asgi_server):
     r = httpx.post(asgi_server.url("/body-events"), content=b"x" * 1000, timeout=10)
     assert r.status_code == 200
     assert r.json()["events"] == [[1000, False, "bytes"]]
+
+
+def test_expect_100_continue_chunked_upload_read_whole_keeps_the_connection(asgi_server):
+    """A chunked upload behind "Expect: 100-continue" that the app receives
+    to its end leaves the connection open for the next request, as under
+    uvicorn (its end was not counted, so the answer said "Connection: close")."""
+    heads = chunked_expect_twice(asgi_server.port, "/echo")
+    assert all(h.startswith(b"http/1.1 200") and b"connection: close" not in h for h in heads), heads
 
 
 @pytest.mark.parametrize("connection", [b"Connection: close\r\n", b""])

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from conftest import RAW_APP_DIR, python_block, raw_request, tls_site
+from conftest import RAW_APP_DIR, chunked_expect_twice, python_block, raw_request, tls_site
 
 SMALL_LINES = (
     b"first line\n"
@@ -376,6 +376,15 @@ def test_expect_100_continue_app_that_does_not_read(raw_server, connection):
     assert buf.startswith(b"HTTP/1.1 200"), buf[:300]
     head = buf.lower().partition(b"\r\n\r\n")[0] + b"\r\n"
     assert b"\r\nconnection: close\r\n" in head, buf[:300]  # not kept: the body was not read
+
+
+def test_expect_100_continue_chunked_upload_read_whole_keeps_the_connection(raw_server):
+    """A chunked upload behind "Expect: 100-continue" that the app reads to
+    its end leaves the connection open for the next request, as gunicorn and
+    a Content-Length upload do (its end was not counted, so the answer said
+    "Connection: close")."""
+    heads = chunked_expect_twice(raw_server.port, "/input_read")
+    assert all(h.startswith(b"http/1.1 200") and b"connection: close" not in h for h in heads), heads
 
 
 @pytest.fixture(scope="module")
