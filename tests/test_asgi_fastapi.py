@@ -227,6 +227,18 @@ def test_sync_endpoints_run_in_thread_pool(fastapi_server):
     assert elapsed < 1.6, f"4 concurrent 0.5s sync sleeps took {elapsed:.2f}s (serial would be 2s)"
 
 
+def test_sync_endpoints_reuse_their_worker_threads(fastapi_server):
+    """Sequential requests to a sync endpoint run on anyio's pooled worker
+    thread, as under uvicorn: same thread, its threading.local state kept
+    (per-thread DB connections, requests.Session). The loop ran without a
+    root task, so anyio made each request's task the root and started (and
+    stopped) a thread per request."""
+    with httpx.Client(timeout=10) as c:
+        seen = [c.get(fastapi_server.url("/sync-thread")).json() for _ in range(5)]
+    assert len({s["thread"] for s in seen}) == 1, seen
+    assert [s["served"] for s in seen] == list(range(seen[0]["served"], seen[0]["served"] + 5)), seen
+
+
 def test_async_endpoint_not_blocked_by_sync_sleepers(fastapi_server):
     with ThreadPoolExecutor(3) as ex:
         slow = [ex.submit(httpx.get, fastapi_server.url("/sync-sleep?t=1.5"), timeout=15) for _ in range(2)]

@@ -141,6 +141,17 @@ def sync_sleep(t: float = 0.5):
             "main_loop_thread": threading.current_thread().name == "caddysnake-asgi-loop"}
 
 
+_LOCAL = threading.local()
+
+
+@app.get("/sync-thread")
+def sync_thread():
+    """The worker thread a sync endpoint runs on, and how many requests it
+    has served (its threading.local state)."""
+    _LOCAL.served = getattr(_LOCAL, "served", 0) + 1
+    return {"thread": threading.get_ident(), "served": _LOCAL.served}
+
+
 @app.get("/async-sleep")
 async def async_sleep(t: float = 0.5):
     await asyncio.sleep(min(t, 5.0))
