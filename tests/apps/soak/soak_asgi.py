@@ -39,7 +39,9 @@ async def _stats(send):
         "blocks": sys.getallocatedblocks(),
         "objects": len(gc.get_objects()),
         "threads": threading.active_count(),
-        "tasks": len(asyncio.all_tasks()) - 1,  # less this one
+        # less this one, and the loop thread's root task, which lives for
+        # ever (caddysnake_py.asgi._root, as uvicorn's serve())
+        "tasks": sum(t.get_coro().__qualname__ != "_root" for t in asyncio.all_tasks()) - 1,
         "feeds": _running["feeds"],
         "websockets": _running["ws"],
     }).encode()
