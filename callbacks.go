@@ -342,7 +342,7 @@ func (rq *request) start(status int, kv []C.cs_str, clen int64) C.long {
 	rq.body.length = clen
 	header := rq.w.Header()
 	addAppHeaders(header, kv)
-	finishHeaders(header, rq.r, status, rq.ended || rq.bodyLeft() == 0)
+	finishHeaders(header, rq.r, status, rq.bodyLeft() == 0)
 	rq.status = status
 	rq.w.WriteHeader(status)
 	return C.CS_OK

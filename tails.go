@@ -84,7 +84,7 @@ func (rq *request) finishWrites() {
 		rq.streaming = false
 	}
 	if !rq.hasTail() {
-		return // most responses: nothing left (and no walk up the context chain)
+		return // most responses: nothing left
 	}
 	send := rq.r.Method != http.MethodHead // (written even if Go cancelled the request: see cs_go_send)
 	if obj := rq.tailObj; obj != nil {

@@ -183,9 +183,12 @@ func (rq *request) read(b []byte) (int, error) {
 	}
 }
 
-// bodyLeft is how many body bytes the app has yet to read, or -1 if the
-// body's length is unknown.
+// bodyLeft is how many body bytes the app has yet to read (0 once its end
+// was read, a chunked body's too), or -1 if the body's length is unknown.
 func (rq *request) bodyLeft() int64 {
+	if rq.ended {
+		return 0
+	}
 	if rq.r.ContentLength < 0 {
 		return -1
 	}

@@ -567,8 +567,8 @@ class _Conn(_Exchange):
             if self.trailers is not _TRAILERS_DUE or self.complete:
                 raise RuntimeError(
                     "http.response.trailers sent after the last one" if self.complete else
-                    "http.response.trailers not announced by http.response.start" if not self.started or
-                    self.trailers is False else "http.response.trailers sent before the body's last chunk")
+                    "http.response.trailers not announced by http.response.start" if self.trailers is False else
+                    "http.response.trailers sent before the body's last chunk")
             more = bool(message.get("more_trailers", False))
             _caddysnake.asgi_headers(self.handle, H_TRAILERS, 0, message.get("headers", ()), int(more))
             if not more:
