@@ -156,6 +156,9 @@ func TestAWaitingRequestFirstSeenLateSpillsAtTheFirstLook(t *testing.T) {
 	c.began.Store(sinceEpoch() - int64(2*lateSight))
 	n := holderThread(t, sleeping)
 	n.began.Store(sinceEpoch() + int64(time.Hour))
+	// A just-started spinner may not spin yet (it failed once in a
+	// clean-clone make test: seen asleep before its loop began).
+	waitUntil(t, func() bool { return !c.waiting(buf[:]) }, "the spinning holder to be seen running")
 	for range 5 {
 		var s spillWatch
 		if s.look(c) == lookSpill {
