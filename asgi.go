@@ -388,7 +388,9 @@ func (rq *asgiRequest) handle_(c *asgiCmd) bool {
 			rq.w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			rq.w.Header().Set("Content-Length", "21")
 			rq.w.WriteHeader(http.StatusInternalServerError)
-			_, _ = io.WriteString(rq.w, "Internal Server Error")
+			if bodySent(rq.r, http.StatusInternalServerError) {
+				_, _ = io.WriteString(rq.w, "Internal Server Error")
+			}
 			return true
 		}
 		rq.settle()                 // the client gets what was sent,
@@ -441,7 +443,7 @@ func (rq *asgiRequest) writeBody(b []byte, more bool, ref pyRef) bool {
 	defer func() { rq.loop.release(ref) }()
 	rq.commit()
 	var err error
-	if len(b) > 0 && bodyAllowed(rq.status) { // 204/304 bodies are dropped
+	if len(b) > 0 && bodySent(rq.r, rq.status) { // HEAD, 204 and 304 bodies are dropped
 		err = rq.body.write(rq.w, rq.r, b)
 	}
 	if err != nil {
@@ -586,7 +588,7 @@ func (rq *asgiRequest) sendFile(f *os.File, size int64) {
 		rq.header.Set("Content-Length", strconv.FormatInt(size, 10))
 	}
 	rq.commit()
-	if !bodyAllowed(rq.status) || rq.r.Method == http.MethodHead {
+	if !bodySent(rq.r, rq.status) {
 		return
 	}
 	widenWriteChunk(rq.r)

@@ -283,8 +283,8 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 		return C.CS_ERR_BAD_STATE
 	}
 	if tail != nil {
-		if !bodyAllowed(rq.status) {
-			return C.CS_OK // Go drops a 204's or 304's body: nothing to keep
+		if !bodySent(rq.r, rq.status) {
+			return C.CS_OK // a HEAD's, 204's or 304's body: nothing to keep
 		}
 		return rq.keepTail(tail, cbytes(body, blen))
 	}
@@ -298,7 +298,7 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 	// when the client half-closes after its request (nc -N, HTTP/1.0
 	// scripts), and such a client reads the answer, as gunicorn gives it;
 	// one that really left makes the write fail.
-	if blen > 0 && bodyAllowed(rq.status) {
+	if blen > 0 && bodySent(rq.r, rq.status) {
 		if blen >= yieldWrite {
 			w.yield() // the write is long and needs no GIL: let the next request run
 		}
@@ -363,6 +363,16 @@ func bodyAllowed(status int) bool {
 	return status != http.StatusNoContent && status != http.StatusNotModified && status >= 200
 }
 
+// bodySent says whether a response's body bytes are written at all: not a
+// 204's or 304's, nor any in answer to HEAD. Go's server drops them itself,
+// but only below the handlers that wrap the ResponseWriter: `encode` would
+// compress them (and send the compressed length), the access log and the
+// metrics would count them as sent. Behind reverse_proxy no HEAD body
+// reaches those handlers either.
+func bodySent(r *http.Request, status int) bool {
+	return bodyAllowed(status) && r.Method != http.MethodHead
+}
+
 // bodyLimit tracks a response body against the Content-Length the app
 // declared (length -1: none).
 type bodyLimit struct {
@@ -391,7 +401,7 @@ func (l *bodyLimit) send(w http.ResponseWriter, r *http.Request, b []byte) error
 // short says whether a response that is over sent less than its declared
 // Content-Length (HEAD and bodiless statuses aside).
 func (l *bodyLimit) short(r *http.Request, status int) bool {
-	return l.length >= 0 && l.written < l.length && bodyAllowed(status) && r.Method != http.MethodHead
+	return l.length >= 0 && l.written < l.length && bodySent(r, status)
 }
 
 // clip cuts b at the declared Content-Length and counts what is left as
@@ -425,7 +435,7 @@ func cs_go_sendfile(h C.uintptr_t, fd C.int, offset, count C.longlong) (rc C.lon
 	if rq == nil || rq.status == 0 || rq.hasTail() {
 		return C.CS_ERR_BAD_STATE
 	}
-	if !bodyAllowed(rq.status) || count == 0 {
+	if !bodySent(rq.r, rq.status) || count == 0 {
 		return 0
 	}
 	// Python keeps its descriptor (the app may close it as soon as this

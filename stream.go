@@ -146,7 +146,7 @@ func cs_go_stream(h C.uintptr_t, body *C.char, blen C.size_t) (rc C.long) {
 	if rq == nil || rq.status == 0 {
 		return C.CS_ERR_BAD_STATE
 	}
-	if !bodyAllowed(rq.status) {
+	if !bodySent(rq.r, rq.status) {
 		return C.CS_OK
 	}
 	b := rq.body.clip(unsafe.Slice((*byte)(unsafe.Pointer(body)), int(blen)))

@@ -5,7 +5,6 @@ import "C"
 
 import (
 	"io"
-	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
@@ -76,8 +75,8 @@ func (rq *request) keepFile(f *os.File, count int64) {
 // streamer's queue, then a kept chunk or file. On the ServeHTTP goroutine,
 // after the worker is done. A write that fails (the client left) only ends
 // the writing: the app has finished, and the response is logged as sent.
-// Nothing is written for HEAD: Go would drop it (and read a whole file to
-// do so).
+// (Nothing is kept for HEAD: see bodySent. Written even if Go cancelled the
+// request: see cs_go_send.)
 func (rq *request) finishWrites() {
 	if rq.streaming {
 		rq.stream.stop()
@@ -86,27 +85,23 @@ func (rq *request) finishWrites() {
 	if !rq.hasTail() {
 		return // most responses: nothing left
 	}
-	send := rq.r.Method != http.MethodHead // (written even if Go cancelled the request: see cs_go_send)
 	if obj := rq.tailObj; obj != nil {
 		b := rq.tail
 		rq.tail, rq.tailObj = nil, nil
 		defer releaseTail(obj, int64(len(b))) // after the write, whatever becomes of it
-		if len(b) > 0 && send {
+		if len(b) > 0 {
 			_ = rq.body.send(rq.w, rq.r, b)
 		}
 	}
 	if f := rq.tailFile; f != nil {
 		rq.tailFile = nil
 		defer f.Close()
-		if send {
-			src := &io.LimitedReader{R: f, N: rq.tailFileN}
-			// io.Copy reaches the connection's ReadFrom, i.e. sendfile(2),
-			// when the response has a Content-Length and no encoder sits in
-			// between.
-			widenWriteChunk(rq.r)
-			n, _ := io.Copy(rq.w, src)
-			rq.body.written += n
-		}
+		src := &io.LimitedReader{R: f, N: rq.tailFileN}
+		// io.Copy reaches the connection's ReadFrom, i.e. sendfile(2), when
+		// the response has a Content-Length and no encoder sits in between.
+		widenWriteChunk(rq.r)
+		n, _ := io.Copy(rq.w, src)
+		rq.body.written += n
 	}
 }
 

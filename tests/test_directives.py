@@ -1,12 +1,13 @@
 """Where the `python` directive may appear, and what working_dir / venv do."""
 
+import json
 import subprocess
 import textwrap
 
 import httpx
 import pytest
 
-from conftest import APPS_DIR, RAW_APP_DIR, VENV_PYTHON, python_block
+from conftest import APPS_DIR, ASGI_RAW_DIR, RAW_APP_DIR, VENV_PYTHON, asgi_block, python_block, wait_until
 
 A, B = APPS_DIR / "iso_a", APPS_DIR / "iso_b"
 
@@ -132,3 +133,39 @@ def test_venv_site_packages_and_pth(start_caddy, marker_venv):
         assert httpx.get(srv.url("/"), timeout=10).text == "from-venv-site-packages|from-pth"
     finally:
         srv.stop()
+
+
+def test_head_bodies_reach_no_handler_around_python(start_caddy):
+    """An app's body for HEAD is not written at all, so that `encode` does
+    not compress it and the access log does not count it as sent (Go would
+    drop it only below them), as behind reverse_proxy, whose upstream sends
+    no HEAD body: one chunk with a length, a stream, a large tail, a file."""
+    sites = ("http://:@PORT@ {\n\tlog {\n\t\toutput file @TMP@/access.log\n\t\tformat json\n\t}\n"
+             "\tencode {\n\t\tgzip\n\t\tminimum_length 1\n\t}\n"
+             "\thandle_path /w/* {\n" + python_block("rawapp:app", RAW_APP_DIR, venv=False, indent="\t\t")
+             + "\n\t}\n\thandle_path /a/* {\n" + asgi_block("asgiapp:app", ASGI_RAW_DIR, indent="\t\t")
+             + "\n\t}\n}\n")
+    srv = start_caddy("head-log", sites=sites)
+    targets = ["/w/cl_exact", "/w/stream?n=3&delay=0", "/w/big?size=40000",
+               f"/w/file_wrapper?path={RAW_APP_DIR / 'rawapp.py'}&ctype=text/plain",
+               "/a/stream?n=3&delay=0", "/a/set-headers?h=Content-Type:text/html", "/a/bigstream"]
+    try:
+        with httpx.Client(timeout=10, headers={"Accept-Encoding": "gzip"}) as c:
+            for t in targets:
+                head = c.head(srv.url(t))
+                assert head.status_code == 200, t
+                if head.headers.get("content-encoding") == "gzip":
+                    assert "content-length" not in head.headers, (t, head.headers)
+                assert c.get(srv.url(t)).status_code == 200, t
+        log = srv.workdir / "access.log"
+        wait_until(lambda: log.exists() and len(log.read_text().splitlines()) >= 2 * len(targets), 10)
+        sizes = {}
+        for line in log.read_text().splitlines():
+            e = json.loads(line)
+            sizes[(e["request"]["method"], e["request"]["uri"])] = e["size"]
+        for t in targets:
+            assert sizes[("HEAD", t)] == 0, (t, sizes)
+            assert sizes[("GET", t)] > 0, (t, sizes)
+    finally:
+        srv.stop()
+
