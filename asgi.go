@@ -247,7 +247,7 @@ func (p *Python) serveASGI(w http.ResponseWriter, r *http.Request) error {
 		flags |= C.CS_NEW_WEBSOCKET
 	}
 	buf := scopeBufs.Get().(*[]byte)
-	scope := appendScope((*buf)[:0], r)
+	scope := appendScope((*buf)[:0], r, p.RootPath)
 	data := C.CBytes(scope) // the loop thread frees it after decoding
 	*buf = scope
 	scopeBufs.Put(buf)
@@ -654,8 +654,8 @@ func acceptsTrailers(r *http.Request) bool {
 // server host/port, tls version, cipher suite, client cert chain (PEM),
 // client cert name; then (lowercased name, value) header pairs: host first
 // (when sent), the X-Forwarded-* trio (see forwarded.go), the others.
-func appendScope(b []byte, r *http.Request) []byte {
-	t := requestTarget(r)
+func appendScope(b []byte, r *http.Request, root string) []byte {
+	t := requestTarget(r, root)
 	fwd := forwardedHeaders(r)
 	scheme := fwd.scheme()
 	b = field(b, r.Method)

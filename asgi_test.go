@@ -30,7 +30,7 @@ func TestAppendScope(t *testing.T) {
 	r.RemoteAddr = "192.0.2.9:4000"
 	r.Header.Add("X-Dup", "1")
 	r.Header.Add("X-Dup", "2")
-	f := scopeFields(t, appendScope(nil, r))
+	f := scopeFields(t, appendScope(nil, r, ""))
 	if len(f) < 15 || (len(f)-15)%2 != 0 {
 		t.Fatalf("got %d fields", len(f))
 	}

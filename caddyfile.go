@@ -33,6 +33,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    lifespan    on|off|auto
 //	    venv        ./venv
 //	    working_dir ./app
+//	    root_path   /blog            # the mount point (default: a stripped prefix)
 //	    threads     8                 # WSGI
 //	    max_wait    30s               # WSGI
 //	    loop        auto|asyncio|uvloop  # ASGI
@@ -124,13 +125,18 @@ func (p *Python) setOption(name, val string) error {
 			return caddyfileErr("ws_ping_timeout must be a duration such as 20s, not %q", val)
 		}
 		p.WSPingTimeout = caddy.Duration(dur)
+	case "root_path":
+		if err := checkRootPath(val); err != nil {
+			return err
+		}
+		p.RootPath = val
 	case "ws_compression":
 		if val != "on" && val != "off" {
 			return caddyfileErr("ws_compression must be on or off, not %q", val)
 		}
 		p.WSCompression = val
 	default:
-		return caddyfileErr("unrecognized subdirective %q (known: module_wsgi, module_asgi, lifespan, lifespan_timeout, loop, venv, working_dir, threads, max_wait, ws_max_message_size, ws_ping_interval, ws_ping_timeout, ws_compression)", name)
+		return caddyfileErr("unrecognized subdirective %q (known: module_wsgi, module_asgi, lifespan, lifespan_timeout, loop, venv, working_dir, root_path, threads, max_wait, ws_max_message_size, ws_ping_interval, ws_ping_timeout, ws_compression)", name)
 	}
 	return nil
 }

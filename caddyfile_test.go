@@ -63,6 +63,12 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		}`, "invalid app"},
 		{`python { module_wsgi "main:"
 		}`, "invalid app"},
+		{`python { module_wsgi "main:app"
+			root_path blog
+		}`, "root_path must be a clean absolute path"},
+		{`python { module_wsgi "main:app"
+			root_path /blog/
+		}`, "root_path must be a clean absolute path"},
 	} {
 		var p Python
 		err := p.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))

@@ -68,6 +68,11 @@ type Python struct {
 	// WSCompression turns permessage-deflate "on" (default, when the client
 	// asks for it) or "off".
 	WSCompression string `json:"ws_compression,omitempty"`
+	// RootPath is where the app is mounted (WSGI SCRIPT_NAME, ASGI
+	// root_path), as gunicorn's SCRIPT_NAME and uvicorn's --root-path; "/"
+	// for the site root. Unset, a prefix that handle_path or `uri
+	// strip_prefix` removed is taken for it (requestTarget).
+	RootPath string `json:"root_path,omitempty"`
 
 	logger *zap.Logger
 	pool   *pool // WSGI: the interpreter threads
@@ -123,6 +128,10 @@ func (p *Python) check() error {
 		return fmt.Errorf("python: threads must be positive, not %d", p.Threads)
 	case p.MaxWait < 0:
 		return errors.New("python: max_wait must not be negative")
+	case p.RootPath != "":
+		if err := checkRootPath(p.RootPath); err != nil {
+			return err
+		}
 	}
 	return checkSpec(p.ModuleWSGI + p.ModuleASGI)
 }
@@ -164,6 +173,7 @@ func (p *Python) Provision(ctx caddy.Context) error {
 			return err
 		}
 		p.pool = newPool(app, p.Threads, p.logger)
+		p.pool.root = p.RootPath
 		p.logger.Info("python WSGI app ready", zap.String("module_wsgi", p.ModuleWSGI), zap.Int("threads", p.Threads))
 		return nil
 	}

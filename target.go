@@ -1,6 +1,7 @@
 package caddysnake
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	pathpkg "path"
@@ -22,15 +23,22 @@ type target struct {
 
 // requestTarget reads the target once per request (one context lookup:
 // Caddy's rewrites change r.URL and r.RequestURI, and keep the original in
-// the context).
-func requestTarget(r *http.Request) target {
+// the context). root is the handler's root_path: "" to take a prefix that
+// handle_path stripped for the mount point (splitScriptName), else the
+// mount point itself (mountedAt).
+func requestTarget(r *http.Request, root string) target {
 	t := target{path: r.URL.Path, query: r.URL.RawQuery, uri: r.RequestURI}
 	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
 		t.orig = orig.URL
 		if orig.RequestURI != "" {
 			t.uri = orig.RequestURI
 		}
-		t.script, t.path = splitScriptName(orig.URL.Path, t.path)
+		if root == "" {
+			t.script, t.path = splitScriptName(orig.URL.Path, t.path)
+		}
+	}
+	if root != "" {
+		t.script, t.path = mountedAt(root, t.path, t.orig == nil || t.orig.Path == t.path)
 	}
 	if strings.IndexByte(t.uri, '#') >= 0 {
 		t.dropFragment()
@@ -92,6 +100,30 @@ func splitScriptName(orig, path string) (string, string) {
 		return s, path
 	}
 	return "", path
+}
+
+// mountedAt returns (SCRIPT_NAME, PATH_INFO) for an app mounted at root
+// (the root_path option: "/" for none, else a clean path without a trailing
+// "/"). A path that no handler rewrote (unstripped) and that lies under root
+// loses that prefix, as gunicorn strips its SCRIPT_NAME; a rewritten one is
+// taken as stripped already (handle_path), as uvicorn takes its --root-path:
+// so "/blog/blog/x" under `handle_path /blog/*` is "/blog" + "/blog/x".
+func mountedAt(root, path string, unstripped bool) (string, string) {
+	if root == "/" {
+		return "", path
+	}
+	if unstripped && strings.HasPrefix(path, root) && (len(path) == len(root) || path[len(root)] == '/') {
+		return root, path[len(root):]
+	}
+	return root, path
+}
+
+// checkRootPath validates the root_path option.
+func checkRootPath(root string) error {
+	if root == "" || root[0] != '/' || (root != "/" && pathpkg.Clean(root) != root) || strings.ContainsAny(root, "?#") {
+		return fmt.Errorf("python: root_path must be a clean absolute path such as /blog (no trailing slash; / for none), not %q", root)
+	}
+	return nil
 }
 
 // prefixOf returns what precedes path in orig, if orig ends with it.

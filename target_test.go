@@ -58,7 +58,7 @@ func TestRequestTarget(t *testing.T) {
 		{"/q?b=\xc3\xa9&c=\xff&d=%C3%A9+x", "", "", "/q", "b=%C3%A9&c=%FF&d=%C3%A9+x", "/q"},
 	} {
 		r := served(t, tc.raw, tc.prefix)
-		tg := requestTarget(r)
+		tg := requestTarget(r, "")
 		if tg.script != tc.script || tg.path != tc.path || tg.query != tc.query || tg.uri != tc.raw {
 			t.Errorf("%q (strip %q): got script %q path %q query %q uri %q; want %q %q %q %q",
 				tc.raw, tc.prefix, tg.script, tg.path, tg.query, tg.uri, tc.script, tc.path, tc.query, tc.raw)
@@ -73,13 +73,45 @@ func TestRequestTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	r0 = caddyhttp.PrepareRequest(r0, caddy.NewReplacer(), nil, nil)
-	if tg := requestTarget(r0); tg.script != "" || tg.path != "/" || tg.uri != "example.com:443" || tg.rawPath(r0) != "/" {
+	if tg := requestTarget(r0, ""); tg.script != "" || tg.path != "/" || tg.uri != "example.com:443" || tg.rawPath(r0) != "/" {
 		t.Errorf("CONNECT: got script %q path %q uri %q raw path %q", tg.script, tg.path, tg.uri, tg.rawPath(r0))
 	}
 	// A rewrite that is not a prefix strip leaves SCRIPT_NAME empty.
 	r := served(t, "/old", "")
 	rewrite.Rewrite{URI: "/new"}.Rewrite(r, caddy.NewReplacer())
-	if tg := requestTarget(r); tg.script != "" || tg.path != "/new" {
+	if tg := requestTarget(r, ""); tg.script != "" || tg.path != "/new" {
 		t.Errorf("rewrite: got (%q, %q)", tg.script, tg.path)
+	}
+}
+
+// TestRootPath: the root_path option replaces the guess from a stripped
+// prefix: a rewrite to "/" under root_path "/" keeps SCRIPT_NAME empty, a
+// path nothing stripped loses the mount point, a stripped one keeps what is
+// left (even when it starts with the mount point again).
+func TestRootPath(t *testing.T) {
+	for _, tc := range []struct{ raw, prefix, rewriteTo, root, script, path string }{
+		{"/blog/", "", "/", "/", "", "/"},
+		{"/a/b/", "", "/", "/", "", "/"},
+		{"/blog/", "", "/", "", "/blog", "/"}, // the guess this option is for
+		{"/api/users", "/api", "", "/", "", "/users"},
+		{"/api/users", "", "", "/api", "/api", "/users"},
+		{"/api", "", "", "/api", "/api", ""},
+		{"/apix/users", "", "", "/api", "/api", "/apix/users"},
+		{"/api/api/x", "/api", "", "/api", "/api", "/api/x"},
+		{"/x/y", "/x", "", "/mnt/app", "/mnt/app", "/y"},
+	} {
+		r := served(t, tc.raw, tc.prefix)
+		if tc.rewriteTo != "" {
+			rewrite.Rewrite{URI: tc.rewriteTo}.Rewrite(r, caddy.NewReplacer())
+		}
+		if tg := requestTarget(r, tc.root); tg.script != tc.script || tg.path != tc.path {
+			t.Errorf("%q (strip %q, rewrite %q, root_path %q): got (%q, %q), want (%q, %q)",
+				tc.raw, tc.prefix, tc.rewriteTo, tc.root, tg.script, tg.path, tc.script, tc.path)
+		}
+	}
+	for _, bad := range []string{"", "blog", "/blog/", "/a/../b", "/a//b", "/a?b"} {
+		if checkRootPath(bad) == nil {
+			t.Errorf("root_path %q accepted", bad)
+		}
 	}
 }

@@ -44,7 +44,8 @@ var (
 // token to an idle worker, which serves new requests meanwhile (spill.go), so
 // up to `threads` requests wait on I/O in parallel.
 type pool struct {
-	app *pyApp
+	app  *pyApp
+	root string // the handler's root_path (requestTarget)
 	// mu guards waiting and taker. taker: the admit token's holder is
 	// parked in take, to be woken through wake (capacity 1) by the next
 	// request; nil in waiting is a worker's stop signal.

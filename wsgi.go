@@ -308,7 +308,7 @@ func (rq *request) release() {
 // serve runs one request on this worker's thread.
 func (w *worker) serve(ts C.cs_tstate, rq *request) {
 	w.cur = rq
-	w.env = appendEnviron(w.env[:0], rq.r)
+	w.env = appendEnviron(w.env[:0], rq.r, w.pool.root)
 	withBody := C.int(0)
 	if hasBody(rq.r) {
 		withBody = 1
@@ -338,8 +338,8 @@ func (w *worker) serve(ts C.cs_tstate, rq *request) {
 // (key, value) pairs that C turns into str objects (latin-1, PEP 3333's
 // "bytes-as-str"). Go does the string work here because it is cheaper than
 // doing it in Python; the wsgi.* keys are added by caddysnake_py.wsgi.
-func appendEnviron(b []byte, r *http.Request) []byte {
-	t := requestTarget(r)
+func appendEnviron(b []byte, r *http.Request, root string) []byte {
+	t := requestTarget(r, root)
 	b = pair(b, "REQUEST_METHOD", r.Method)
 	b = pair(b, "SCRIPT_NAME", t.script)
 	b = pair(b, "PATH_INFO", t.path)

@@ -59,7 +59,7 @@ func TestAppendEnviron(t *testing.T) {
 	r.Header.Set("X-Forwarded-For", "198.51.100.1")
 	r.Header.Add("Cookie", "a=1")
 	r.Header.Add("Cookie", "b=2")
-	env := decodeEnviron(t, appendEnviron(nil, r))
+	env := decodeEnviron(t, appendEnviron(nil, r, ""))
 	want := map[string]string{
 		"REQUEST_METHOD":         "POST",
 		"SCRIPT_NAME":            "",
@@ -111,7 +111,7 @@ func TestServerNamePortDefaults(t *testing.T) {
 	if n, p := serverNamePort(r, "http"); n != "::1" || p != "9000" {
 		t.Errorf("ipv6: got %s %s", n, p)
 	}
-	env := decodeEnviron(t, appendEnviron(nil, r))
+	env := decodeEnviron(t, appendEnviron(nil, r, ""))
 	if env["wsgi.url_scheme"] != "https" {
 		t.Errorf("url_scheme under TLS = %q", env["wsgi.url_scheme"])
 	}

@@ -7,7 +7,7 @@ import textwrap
 import httpx
 import pytest
 
-from conftest import APPS_DIR, ASGI_RAW_DIR, RAW_APP_DIR, VENV_PYTHON, asgi_block, python_block, wait_until
+from conftest import APPS_DIR, ASGI_RAW_DIR, RAW_APP_DIR, VENV_DIR, VENV_PYTHON, asgi_block, python_block, wait_until
 
 A, B = APPS_DIR / "iso_a", APPS_DIR / "iso_b"
 
@@ -169,3 +169,47 @@ def test_head_bodies_reach_no_handler_around_python(start_caddy):
     finally:
         srv.stop()
 
+
+def _mounted(kind, module, app_dir, root):
+    return (f'\t\tpython {{\n\t\t\t{kind} "{module}"\n\t\t\tworking_dir "{app_dir}"\n'
+            f'\t\t\tvenv "{VENV_DIR}"\n\t\t\troot_path {root}\n\t\t}}\n')
+
+
+def test_root_path_option_sets_the_mount_point(start_caddy):
+    """root_path, as gunicorn's SCRIPT_NAME and uvicorn's --root-path, replaces
+    the guess from a stripped prefix: a rewrite whose result is the tail of
+    the path (`rewrite * /` on any URL ending in "/") is no mount point under
+    root_path /; a prefix nothing stripped is removed; a stripped path is
+    kept whole, even when it starts with the mount point again."""
+    w = lambda root: _mounted("module_wsgi", "rawapp:app", RAW_APP_DIR, root)
+    a = lambda root: _mounted("module_asgi", "asgiapp:app", ASGI_RAW_DIR, root)
+    sites = ("http://:@PORT@ {\n"
+             "\thandle /q/* {\n\t\trewrite * /env/q\n" + w("/") + "\t}\n"
+             "\thandle /g/* {\n\t\trewrite * /env/g\n" + w("/") + "\t}\n"
+             "\thandle /w/* {\n" + w("/w") + "\t}\n"
+             "\thandle_path /s/* {\n" + w("/s") + "\t}\n"
+             "\thandle /aq/* {\n\t\trewrite * /\n" + a("/") + "\t}\n"
+             "\thandle /aw/* {\n" + a("/aw") + "\t}\n"
+             "}\n")
+    srv = start_caddy("root-path", sites=sites)
+    try:
+        def environ(path):
+            env = env_of(srv, path)
+            return env["SCRIPT_NAME"], env["PATH_INFO"]
+
+        def scope(path):
+            r = httpx.get(srv.url(path), timeout=10)
+            assert r.status_code == 200, r.text
+            s = r.json()["scope"]
+            return s["root_path"], s["path"]
+
+        # Without the option, /q/env/q would be SCRIPT_NAME /q (the tail guess).
+        assert environ("/q/env/q") == ("", "/env/q")
+        assert environ("/g/") == ("", "/env/g")
+        assert environ("/w/env/x") == ("/w", "/env/x")
+        assert environ("/s/env/y") == ("/s", "/env/y")
+        assert environ("/s/s/env") == ("/s", "/s/env")
+        assert scope("/aq/a/b/") == ("", "/")
+        assert scope("/aw/x/y") == ("/aw", "/aw/x/y")
+    finally:
+        srv.stop()
