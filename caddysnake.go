@@ -3,7 +3,7 @@
 //
 // Where a request goes:
 //
-//	ServeHTTP (this file) → pool.submit (workers.go) → a worker goroutine locked
+//	ServeHTTP → serveWSGI (this file) → pool.submit (workers.go) → a worker goroutine locked
 //	to an OS thread with its own Python thread state → cs_wsgi_handle (C, in
 //	caddysnake.c) → caddysnake_py.wsgi.handle (Python) → the app; response
 //	bytes come back through the cs_go_* callbacks (callbacks.go), which write
@@ -286,9 +286,40 @@ var errTwoContentTypes = errors.New("python: more than one Content-Type header i
 // ServeHTTP serves the request with the app; it returns once the response
 // is complete.
 func (p *Python) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	var err error
 	if p.pool == nil {
-		return p.serveASGI(w, r)
+		err = p.serveASGI(w, r)
+	} else {
+		err = p.serveWSGI(w, r)
 	}
+	if fullDuplex(r) {
+		// Under enable_full_duplex Go's HTTP/1 server drains a body the
+		// handler left unread only after the handler returned, past the
+		// point where it stops its background read of the connection:
+		// the wait for the next request then panics "invalid concurrent
+		// Body.Read call" and the keep-alive connection is dropped
+		// (golang/go#68560). Drained here (up to 256 KiB, as Go drains
+		// it without full duplex), the read that starts is stopped as
+		// usual. Not after a panic (the connection is dropped anyway).
+		r.Body.Close()
+	}
+	return err
+}
+
+// fullDuplex says whether r is an HTTP/1 request with a body on a server
+// with enable_full_duplex. Not one behind "Expect: 100-continue": its
+// client may never send the body, and Go closes the connection then.
+func fullDuplex(r *http.Request) bool {
+	if r.ProtoMajor != 1 || !hasBody(r) || len(r.Header["Expect"]) > 0 {
+		return false
+	}
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return srv != nil && srv.EnableFullDuplex
+}
+
+// serveWSGI runs one request on a thread of the app's pool and returns
+// once the response is written.
+func (p *Python) serveWSGI(w http.ResponseWriter, r *http.Request) error {
 	if len(r.Header["Content-Type"]) > 1 {
 		// The environ has one CONTENT_TYPE, and which one the client meant
 		// is a guess (RFC 9110 allows one; gunicorn answers 400). ASGI

@@ -6,10 +6,12 @@ fails, and the client gets Caddy's 413 (through the site's handle_errors, if
 it has one), not what the app made of a cut-off body.
 """
 
+import socket
+
 import httpx
 import pytest
 
-from conftest import APPS_DIR, ASGI_RAW_DIR, RAW_APP_DIR, asgi_block, python_block, wait_until
+from conftest import APPS_DIR, ASGI_RAW_DIR, RAW_APP_DIR, asgi_block, parse_raw_response, python_block, wait_until
 
 def _site(port: str, errors: str = "") -> str:
     def at(prefix, block):
@@ -115,3 +117,29 @@ def test_body_read_after_the_response_began_needs_full_duplex(limited, path):
         r = post(limited, 0, path, b"x" * 500, piece=300)
         pytest.fail(f"a whole response: {r.status_code} {r.text!r}")
     wait_until(lambda: "enable_full_duplex" in limited.log(), timeout=5)
+
+
+@pytest.mark.parametrize("path", ["/wsgi/hello", "/asgi/hello"])
+def test_unread_chunked_body_under_full_duplex_keeps_the_connection(limited, path):
+    """Under enable_full_duplex, an app that answers without reading a
+    chunked body leaves Go to drain it after the handler, which panics in
+    Go's wait for the next request (golang/go#68560) and drops the
+    keep-alive connection: caddysnake drains it before returning."""
+    port, mark = limited.ports[1], limited.log_mark()
+    first = (f"POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "5\r\nhello\r\n0\r\n\r\n").encode()
+    second = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(first)
+        got = b""
+        while not parse_raw_response(got).complete:
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed after {got!r}"
+            got += chunk
+        assert parse_raw_response(got).status == 200, got
+        s.sendall(second)
+        rest = b""
+        while chunk := s.recv(65536):
+            rest += chunk
+    assert parse_raw_response(rest).status == 200, rest
+    assert "invalid concurrent Body.Read" not in limited.log_since(mark)
