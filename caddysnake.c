@@ -2023,6 +2023,26 @@ const char *cs_runtime_version(void) {
 
 const char *cs_build_version(void) { return PY_VERSION; }
 
+static PyObject *module_attr(const char *mod, const char *attr);
+
+/* Give a module run from source the spec import would give it, so that
+ * relative imports inside the package (`from . import logs`) find their
+ * package through __spec__.parent: without one each warns ImportWarning
+ * and falls back on __name__ and __path__, which Python 3.15 no longer
+ * does. Returns -1 with a Python error set. GIL: held in/out. */
+static int set_spec(PyObject *dict, const char *name, PyObject *file, int is_pkg) {
+    PyObject *cls = module_attr("importlib.machinery", "ModuleSpec");
+    PyObject *args = cls ? Py_BuildValue("(sO)", name, Py_None) : NULL;
+    PyObject *kw = args ? Py_BuildValue("{sOsO}", "origin", file, "is_package", is_pkg ? Py_True : Py_False) : NULL;
+    PyObject *spec = kw ? PyObject_Call(cls, args, kw) : NULL;
+    int rc = spec ? PyDict_SetItemString(dict, "__spec__", spec) : -1;
+    Py_XDECREF(spec);
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_XDECREF(cls);
+    return rc;
+}
+
 char *cs_exec_module(const char *name, const char *filename, const char *src,
                      size_t src_len, int is_pkg) {
     PyGILState_STATE g = PyGILState_Ensure();
@@ -2039,7 +2059,8 @@ char *cs_exec_module(const char *name, const char *filename, const char *src,
         PyDict_SetItemString(dict, "__file__", file) < 0 ||
         /* kept so caddysnake_py can register it with linecache (tracebacks) */
         PyDict_SetItemString(dict, "__cs_source__", source) < 0 ||
-        PyDict_SetItemString(dict, "__builtins__", PyEval_GetBuiltins()) < 0) {
+        PyDict_SetItemString(dict, "__builtins__", PyEval_GetBuiltins()) < 0 ||
+        set_spec(dict, name, file, is_pkg) < 0) {
         Py_XDECREF(file);
         goto error;
     }

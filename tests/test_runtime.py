@@ -79,3 +79,19 @@ def test_default_threads_follow_caddys_cores_for_every_app(start_caddy):
         assert threads == [str(max(4, 2 * _caddy_gomaxprocs(srv)))] * 3, srv.log()[-2000:]
     finally:
         srv.stop()
+
+
+def test_the_embedded_package_imports_cleanly_with_warnings_as_errors(start_caddy):
+    """The driver's own modules carry a __spec__, as imported modules do:
+    their relative imports raise no ImportWarning ("can't resolve package
+    from __spec__ or __package__"), so an operator's PYTHONWARNINGS=error
+    (or -W error in a test run) does not stop Caddy from starting."""
+    sites = ("http://:@PORT@ {\n\thandle /a/* {\n" + asgi_block("asgiapp:app", ASGI_RAW_DIR, venv=False, indent="\t\t")
+             + "\n\t}\n\thandle {\n" + python_block("rawapp:app", RAW_APP_DIR, venv=False, indent="\t\t") + "\n\t}\n}\n")
+    srv = start_caddy("runtime-warnings", sites=sites, env={"PYTHONWARNINGS": "error::ImportWarning"})
+    try:
+        assert httpx.get(srv.url("/hello"), timeout=10).status_code == 200
+        assert httpx.get(srv.url("/a/hello"), timeout=10).status_code == 200
+        assert "ImportWarning" not in srv.log()
+    finally:
+        srv.stop()
