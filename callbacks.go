@@ -298,14 +298,19 @@ func cs_go_send(h C.uintptr_t, status C.int, hdrs *C.cs_str, nh C.size_t, clen C
 	// when the client half-closes after its request (nc -N, HTTP/1.0
 	// scripts), and such a client reads the answer, as gunicorn gives it;
 	// one that really left makes the write fail.
-	if blen > 0 && bodySent(rq.r, rq.status) {
-		if blen >= yieldWrite {
-			w.yield() // the write is long and needs no GIL: let the next request run
-		}
-		// The writer copies (bufio) or sends the bytes before returning, so
-		// passing a view of the Python bytes object needs no copy here.
-		if err := rq.body.write(rq.w, rq.r, cbytes(body, blen)); err != nil {
-			return writeErr(err)
+	if blen > 0 && bodyAllowed(rq.status) {
+		// Counted for HEAD too, though not written (bodySent), so that the
+		// flush below is skipped as for GET: C may hold the GIL here.
+		b := rq.body.clip(cbytes(body, blen))
+		if len(b) > 0 && bodySent(rq.r, rq.status) {
+			if len(b) >= yieldWrite {
+				w.yield() // the write is long and needs no GIL: let the next request run
+			}
+			// The writer copies (bufio) or sends the bytes before returning,
+			// so passing a view of the Python bytes object needs no copy.
+			if err := rq.body.send(rq.w, rq.r, b); err != nil {
+				return writeErr(err)
+			}
 		}
 	}
 	// Skip the flush when the declared length is reached: the handler's
