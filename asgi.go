@@ -196,18 +196,33 @@ func (t *requestTable) remove(h uintptr) {
 }
 
 // chunkPool recycles the Go copies of response chunks (streaming 100 MiB
-// in 64 KiB chunks would otherwise allocate 1,600 buffers for the GC).
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+// in 64 KiB chunks would otherwise allocate 1,600 buffers for the GC), and
+// smallChunkPool those of small ones: most bodies are small (bytes objects
+// of CS_ZERO_COPY_MIN or more are not copied), and a 64 KiB buffer for each
+// held every response in flight at 64 KiB (a 13-byte hello at 2,000
+// connections: ~400 MB of RSS against ~200 MB for one of 4 KiB).
+var (
+	chunkPool      = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+	smallChunkPool = sync.Pool{New: func() any { b := make([]byte, 0, smallChunk); return &b }}
+)
+
+const smallChunk = 4 << 10
 
 func getChunk(n int) []byte {
-	if n > 64<<10 {
-		return make([]byte, n)
+	switch {
+	case n <= smallChunk:
+		return (*smallChunkPool.Get().(*[]byte))[:n]
+	case n <= 64<<10:
+		return (*chunkPool.Get().(*[]byte))[:n]
 	}
-	return (*chunkPool.Get().(*[]byte))[:n]
+	return make([]byte, n)
 }
 
 func putChunk(b []byte) {
-	if cap(b) == 64<<10 {
+	switch cap(b) {
+	case smallChunk:
+		smallChunkPool.Put(&b)
+	case 64 << 10:
 		chunkPool.Put(&b)
 	}
 }
