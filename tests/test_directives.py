@@ -1,4 +1,5 @@
-"""Where the `python` directive may appear, and what working_dir / venv do."""
+"""Where the `python` directive may appear, what working_dir / venv / root_path do, and how
+it sits among Caddy's other handlers (encode, log)."""
 
 import json
 import subprocess
